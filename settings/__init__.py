@@ -1,0 +1,9 @@
+"""Wayfarer's single configuration: `wayfarer.yaml` + a profile + environment overrides.
+
+Every entry point calls `load_settings()`; packages turn the section they own into their own
+config dataclass with `build_dataclass`, so typos in the YAML fail loudly instead of being ignored.
+"""
+
+from settings.loader import Settings, build_dataclass, load_settings, resolve_model_ref
+
+__all__ = ["Settings", "build_dataclass", "load_settings", "resolve_model_ref"]
