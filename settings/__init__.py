@@ -4,6 +4,7 @@ Every entry point calls `load_settings()`; packages turn the section they own in
 config dataclass with `build_dataclass`, so typos in the YAML fail loudly instead of being ignored.
 """
 
-from settings.loader import Settings, build_dataclass, load_settings, resolve_model_ref
+from settings.loader import ConfigError, Settings, build_dataclass, load_settings, resolve_model_ref
+from settings.runtime import apply_runtime
 
-__all__ = ["Settings", "build_dataclass", "load_settings", "resolve_model_ref"]
+__all__ = ["ConfigError", "Settings", "apply_runtime", "build_dataclass", "load_settings", "resolve_model_ref"]

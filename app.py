@@ -1,0 +1,43 @@
+"""Wayfarer: the web app. Composes the UI from the packages; holds no logic of its own.
+
+    python app.py                       # the configured profile (local by default)
+    WAYFARER_PROFILE=gpu python app.py  # a GPU machine or Space
+"""
+
+from __future__ import annotations
+
+from settings import Settings, apply_runtime, load_settings
+
+
+def build_app(settings: Settings, engine) -> "gr.Blocks":
+    import gradio as gr
+
+    from chatbot.ui import build_chat_tab
+
+    ui = settings.section("ui")
+    with gr.Blocks(title="Wayfarer - travel chatbot and model arena") as demo:
+        gr.Markdown(
+            "# Wayfarer\nTravel advice from models fine-tuned on Reddit travel communities. "
+            "Answers can be wrong: check visas, prices and opening times with official sources."
+        )
+        with gr.Tab("Chat"):
+            build_chat_tab(engine, examples=ui.get("examples", []), max_message_chars=int(ui.get("max_message_chars", 4000)))
+    return demo
+
+
+def main() -> None:
+    settings = load_settings()
+    apply_runtime(settings)
+    from chatbot import ChatEngine
+
+    engine = ChatEngine.from_settings(settings)
+    ui = settings.section("ui")
+    demo = build_app(settings, engine)
+    # One generation runs at a time on the model (the engine queues them), but several users
+    # may be connected and streaming; the queue lets them wait their turn instead of failing.
+    demo.queue(default_concurrency_limit=int(ui.get("concurrency_limit", 8)))
+    demo.launch(server_name=ui["server_name"], server_port=int(ui["server_port"]))
+
+
+if __name__ == "__main__":
+    main()

