@@ -82,7 +82,10 @@ def check_adapter_dir(name: str, path: Path, base_model, base_model_id: str) -> 
 
 def _check_shapes(name: str, weights: dict, base_model) -> None:
     """LoRA A is (r, in_features) and B is (out_features, r) of the layer they adapt."""
-    modules = dict(base_model.named_modules())
+    # Once a first adapter is attached the model is a PeftModel: compare against the layers of
+    # the model underneath, whose names are the ones adapter files use.
+    inner = base_model.get_base_model() if hasattr(base_model, "get_base_model") else base_model
+    modules = dict(inner.named_modules())
     for key, tensor in weights.items():
         for part, axis in ((".lora_A.", 1), (".lora_B.", 0)):
             if part not in key:

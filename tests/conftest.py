@@ -1,0 +1,86 @@
+"""Shared fixtures: real settings in a temporary home, the real embedded model, real adapters.
+
+The converted base checkpoint is cached in the repository's var/models (the same cache the app
+uses), so only the first test session on a fresh clone pays for the GGUF conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from settings import apply_runtime, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS_CACHE = REPO / "var" / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory):
+    home = tmp_path_factory.mktemp("wayfarer-home")
+    loaded = load_settings(
+        profile="local",
+        overrides={
+            "paths": {"home": str(home), "models": str(MODELS_CACHE)},
+            "runtime": {"torch_threads": 2},
+            "generation": {"max_new_tokens": 24},
+        },
+    )
+    apply_runtime(loaded)
+    return loaded
+
+
+def make_lora_adapter(settings, target: Path, *, seed: int, base_model_id: str | None = None) -> Path:
+    """Save a tiny LoRA adapter with random (non-zero) weights for the configured base model.
+
+    init_lora_weights=False makes B non-zero, so the adapter really changes the model's output,
+    which a freshly initialised LoRA (B = 0) would not.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from chatbot.adapters import ADAPTER_METADATA_FILE
+    from chatbot.base_model import ModelConfig, prepare_checkpoint
+
+    config = ModelConfig.from_settings(settings)
+    checkpoint = prepare_checkpoint(config, settings.path("models"))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    lora = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, lora)
+    peft_model.save_pretrained(str(target))
+    metadata = {"base_model": base_model_id or config.base, "method": "test"}
+    (target / ADAPTER_METADATA_FILE).write_text(json.dumps(metadata))
+    return target
+
+
+@pytest.fixture(scope="session")
+def adapters_dir(settings, tmp_path_factory) -> Path:
+    """qlora and raft: two different tiny adapters; rlhf: a corrupt folder."""
+    root = tmp_path_factory.mktemp("adapters")
+    make_lora_adapter(settings, root / "qlora", seed=1)
+    make_lora_adapter(settings, root / "raft", seed=2)
+    corrupt = root / "rlhf"
+    corrupt.mkdir()
+    (corrupt / "adapter_config.json").write_text("{ this is not json")
+    (corrupt / "adapter_model.safetensors").write_bytes(b"\x00garbage")
+    return root
+
+
+@pytest.fixture(scope="session")
+def engine(settings, adapters_dir):
+    from chatbot import ChatEngine
+
+    served = ChatEngine.from_settings(settings, adapters_dir=adapters_dir)
+    yield served
+    served.close()
