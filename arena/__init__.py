@@ -1,1 +1,12 @@
-"""Arena: anonymous side-by-side battles, the durable vote store and the leaderboard."""
+"""Arena: anonymous side-by-side battles, the durable vote store and the leaderboard.
+
+Modules (one concern each; import them directly, this package imports nothing heavy):
+    arena.config       ArenaConfig.from_settings(settings)          the `arena` YAML section
+    arena.store        SQLiteVoteStore / open_vote_store(settings)   votes (VoteStore protocol)
+    arena.sessions     salted session hashes, RateLimiter, flagged_sessions
+    arena.battle       pick_pair, stream_battle, Arena               two models, same context
+    arena.leaderboard  compute_leaderboard, write_plots              Bradley-Terry + Elo
+    arena.export       export_votes                                  DPO pairs + KTO negatives
+    arena.ui           build_arena_tab, build_leaderboard_tab        the two Gradio tabs
+    python -m arena export | leaderboard
+"""

@@ -70,10 +70,12 @@ class SamplingConfig:
 
 @dataclasses.dataclass
 class _Request:
-    input_ids: object
-    adapter: str
+    """One pass of `model.generate`: one row per answer, each row with its own adapter."""
+
+    rows: list[list[int]]  # prompt token ids per row
+    adapters: list[str]
     sampling: SamplingConfig
-    output: queue.Queue
+    output: queue.Queue  # receives (row, text) pieces, then an exception or _END
     cancelled: threading.Event
 
 
@@ -167,16 +169,27 @@ class ChatEngine:
         override the configured defaults; temperature 0 is greedy. Closing the iterator early
         (a user pressing Stop) cancels the generation and frees the model for the next request.
         """
-        if adapter not in self.adapters:
-            reason = self.adapter_errors.get(adapter, "it is not configured")
-            raise GenerationError(f"model '{adapter}' is not available: {reason}")
-        options = self.sampling.override(**sampling)
-        import torch
+        rows = self.generate_rows([(messages, adapter)], **sampling)
+        return (piece for _, piece in rows)
 
-        ids = self.build_prompt(messages, options.max_input_tokens)
+    def generate_rows(self, requests: list[tuple[list[dict], str]], **sampling) -> Iterator[tuple[int, str]]:
+        """Answer several (messages, adapter) requests in ONE batched pass of the model.
+
+        Yields (row, text piece) as the rows advance together. peft applies each row's adapter
+        to that row only (`adapter_names`), so an arena battle costs about one answer's time,
+        not two. With the same prompt on every row no padding is needed and each row's greedy
+        output equals its solo run.
+        """
+        if not requests:
+            raise GenerationError("nothing to generate")
+        for _, adapter in requests:
+            if adapter not in self.adapters:
+                reason = self.adapter_errors.get(adapter, "it is not configured")
+                raise GenerationError(f"model '{adapter}' is not available: {reason}")
+        options = self.sampling.override(**sampling)
         request = _Request(
-            input_ids=torch.tensor([ids]),
-            adapter=adapter,
+            rows=[self.build_prompt(messages, options.max_input_tokens) for messages, _ in requests],
+            adapters=[adapter for _, adapter in requests],
             sampling=options,
             output=queue.Queue(),
             cancelled=threading.Event(),
@@ -188,8 +201,15 @@ class ChatEngine:
         """The whole answer at once."""
         return "".join(self.generate(messages, adapter, **sampling))
 
+    def complete_rows(self, requests: list[tuple[list[dict], str]], **sampling) -> list[str]:
+        """Whole answers of a batched pass, in request order."""
+        answers = [""] * len(requests)
+        for row, piece in self.generate_rows(requests, **sampling):
+            answers[row] += piece
+        return answers
+
     @staticmethod
-    def _stream(request: _Request) -> Iterator[str]:
+    def _stream(request: _Request) -> Iterator[tuple[int, str]]:
         try:
             while True:
                 item = request.output.get()
@@ -218,31 +238,41 @@ class ChatEngine:
             finally:
                 request.output.put(_END)
 
+    def _eos_token_ids(self) -> set[int]:
+        configured = getattr(self._model.generation_config, "eos_token_id", None)
+        ids = configured if isinstance(configured, list) else [configured]
+        return {int(i) for i in ids + [self.tokenizer.eos_token_id] if i is not None}
+
     def _run(self, request: _Request) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        from chatbot.streaming import QueueStreamer
+        from chatbot.streaming import BatchQueueStreamer
 
         class _StopWhenCancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), request.cancelled.is_set(), dtype=torch.bool)
 
+        # Left-pad rows of different lengths so every row's last prompt token is aligned.
+        width = max(len(ids) for ids in request.rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in request.rows])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in request.rows])
+
         kwargs = request.sampling.generate_kwargs()
         if self._adapters:
-            # Per-call adapter selection: no global set_adapter, so nothing can leak between requests.
-            name = PEFT_BASE_NAME if request.adapter == BASE_ADAPTER else request.adapter
-            kwargs["adapter_names"] = [name]
+            # Per-row adapter selection: no global set_adapter, so nothing leaks between requests.
+            kwargs["adapter_names"] = [PEFT_BASE_NAME if a == BASE_ADAPTER else a for a in request.adapters]
         if request.sampling.seed is not None:
             torch.manual_seed(request.sampling.seed)
-        input_ids = request.input_ids.to(self._model.device)
+        streamer = BatchQueueStreamer(self.tokenizer, len(request.rows), request.output, self._eos_token_ids())
         with torch.inference_mode():
             self._model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                streamer=QueueStreamer(self.tokenizer, request.output),
+                input_ids=input_ids.to(self._model.device),
+                attention_mask=attention_mask.to(self._model.device),
+                streamer=streamer,
                 stopping_criteria=StoppingCriteriaList([_StopWhenCancelled()]),
-                pad_token_id=self.tokenizer.pad_token_id,
+                pad_token_id=pad,
                 **kwargs,
             )
 

@@ -151,3 +151,18 @@ def test_invalid_requests_get_clear_errors(engine):
         engine.generate(QUESTION, "base", beams=3)
     with pytest.raises(GenerationError, match="max_new_tokens"):
         engine.generate(QUESTION, "base", max_new_tokens=0)
+
+
+def test_one_batched_pass_with_a_different_adapter_per_row_equals_the_solo_runs(engine):
+    names = ["qlora", "base", "raft"]
+    solo = [engine.complete(QUESTION, name, **GREEDY) for name in names]
+    batched = engine.complete_rows([(QUESTION, name) for name in names], **GREEDY)
+    assert batched == solo
+
+    pieces = list(engine.generate_rows([(QUESTION, "qlora"), (QUESTION, "raft")], **GREEDY))
+    rows = {row for row, _ in pieces}
+    assert rows == {0, 1}
+    # Both rows advance together in one pass: row 1 has text before row 0 is complete.
+    first_of_row1 = next(i for i, (row, _) in enumerate(pieces) if row == 1)
+    last_of_row0 = max(i for i, (row, _) in enumerate(pieces) if row == 0)
+    assert first_of_row1 < last_of_row0

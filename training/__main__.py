@@ -14,25 +14,41 @@ import sys
 from settings import load_settings
 
 STEPS = {
-    "ingest": ("training.ingest", "read Reddit dump files or the live API into raw records"),
+    "ingest": ("training.ingest", "read Reddit dump files or the live API into clean threads"),
     "build": ("training.datasets", "clean threads and build the SFT, RAFT, preference and golden datasets"),
 }
 
 
+def _chosen_step(argv: list[str]) -> str | None:
+    """The step named on the command line, found before parsing so only its module is imported."""
+    skip_value = False
+    for token in argv:
+        if skip_value:
+            skip_value = False
+        elif token == "--profile":
+            skip_value = True
+        elif not token.startswith("-"):
+            return token if token in STEPS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", help="configuration profile (default: WAYFARER_PROFILE or the YAML's)")
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    modules = {}
+    chosen = _chosen_step(argv)
+    module = None
     for name, (module_name, help_text) in STEPS.items():
         sub = steps.add_parser(name, help=help_text, description=help_text)
-        # Build every step's parser so `--help` lists them all; import cost is paid here only
-        # for argument definitions, which the step modules keep free of heavy imports.
-        modules[name] = importlib.import_module(module_name)
-        modules[name].configure(sub)
+        # Only the chosen step's module is imported (and adds its arguments); the others stay
+        # help-only, so `ingest` never pays for, or breaks on, another step's imports.
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.configure(sub)
     args = parser.parse_args(argv)
     settings = load_settings(profile=args.profile)
-    return modules[args.step].run(args, settings)
+    return module.run(args, settings)
 
 
 if __name__ == "__main__":

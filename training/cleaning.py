@@ -1,0 +1,688 @@
+"""Turn raw Reddit records (dump lines or API conversions) into clean travel threads.
+
+Everything here is pure: no I/O, no global state. `ThreadBuilder` takes raw submission and
+comment dicts one at a time (so a 30 GB dump streams through it) and `finish()` returns the
+threads plus the count of every record by what happened to it.
+
+Decisions worth knowing:
+- Every record seen ends in exactly one bucket: kept, or dropped for one named reason. So
+  `submissions == threads_kept + sum(dropped_submissions)` and likewise for comments.
+- Missing values: a record without an id, title (submissions), body/link_id (comments) or
+  subreddit is skipped as `missing_fields`. A missing or unreadable score, num_comments or
+  created_utc is stored as 0, but an unknown score is never judged by the score thresholds:
+  only a score that is there and low drops an item. A missing parent_id makes a comment
+  top-level.
+- A post whose author deleted the account but whose text survives is kept: the text is what we
+  use, never the author. Text that reads "[deleted]"/"[removed]" is dropped.
+- Struck-through markdown (~~old price~~) is removed, not unwrapped: the author retracted it.
+- Personal data is scrubbed from all text: u/name mentions, e-mail addresses and phone numbers.
+  Phone detection is deliberately conservative so prices, dates, times, years, number ranges
+  and flight numbers survive: a number needs a + or 00 prefix, or 9 to 12 digits split into
+  groups that do not read as a year list, a date or a thousands-separated amount.
+- Deduplication: the same id keeps the copy with the higher score; different ids with the same
+  normalised title + body keep the higher score (then the older post, then the smaller id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+REDDIT = "https://www.reddit.com"
+DELETED_TEXTS = {"[deleted]", "[removed]", "[removedbyreddit]", "[deletedbyuser]", "[removedbymoderator]"}
+_MAX_UNESCAPE_ROUNDS = 5
+# Below this many normalised characters, equal title+body is likely a coincidence ("Help" with an
+# image), not a repost, so content deduplication leaves such posts alone.
+_MIN_DEDUP_KEY_CHARS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class CleaningConfig:
+    """`data.cleaning` in wayfarer.yaml (the `api` sub-section belongs to training/reddit_api)."""
+
+    min_post_score: int = 1
+    min_comment_score: int = 1
+    min_comments: int = 1  # threads with fewer kept comments are dropped (nothing to learn from)
+    max_comments_per_thread: int = 6
+    min_comment_chars: int = 15  # "this", "+1", "thanks!" carry no travel advice
+    max_title_chars: int = 300
+    max_body_chars: int = 6000
+    max_comment_chars: int = 3000
+    drop_nsfw: bool = True
+    drop_stickied_comments: bool = True  # moderator notices pinned under posts
+    bot_authors: Sequence[str] = ("AutoModerator",)
+    bot_author_pattern: str = r"(?i)(?:bot|_bot|-bot)\d*$"
+    bot_body_markers: Sequence[str] = (
+        "i am a bot", "i'm a bot", "this action was performed automatically", "remindme!",
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "bot_authors", tuple(self.bot_authors))
+        object.__setattr__(self, "bot_body_markers", tuple(m.lower() for m in self.bot_body_markers))
+        re.compile(self.bot_author_pattern)  # fail at load time, not mid-run
+        if self.max_comments_per_thread < 1 or self.min_comments < 0:
+            raise ValueError("max_comments_per_thread must be >= 1 and min_comments >= 0")
+
+
+def cleaning_config_from_settings(settings) -> CleaningConfig:
+    from settings import build_dataclass
+
+    section = dict(settings.get("data.cleaning", {}) or {})
+    section.pop("api", None)
+    return build_dataclass(CleaningConfig, section)
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+
+
+def coerce_int(value: Any, default: int | None = 0) -> int | None:
+    """12, "12", " 12.0 ", 12.7 -> int; None, "", "abc", NaN, booleans -> default."""
+    if isinstance(value, bool) or value is None:
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        value = value.strip().replace(",", "")
+        if not value:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return int(number) if math.isfinite(number) else default
+
+
+def coerce_bool(value: Any) -> bool:
+    """True, "true", "1", 1 -> True; False, "false", "0", None, "" -> False."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes", "t", "y"}
+    return bool(value)
+
+
+def reddit_id(value: Any) -> str:
+    """Base36 id without its kind prefix: "t3_abc" -> "abc"; "" when not an id."""
+    if value is None or isinstance(value, bool):
+        return ""
+    text = str(value).strip().lower()
+    text = re.sub(r"^t[1-6]_", "", text)
+    return text if re.fullmatch(r"[0-9a-z]+", text) else ""
+
+
+def subreddit_lookup(subreddits: Iterable[str]) -> dict[str, str]:
+    """Lower-case name -> canonical spelling from the configuration."""
+    return {name.lower(): name for name in subreddits}
+
+
+def canonical_subreddit(value: Any, lookup: Mapping[str, str]) -> str | None:
+    """The configured spelling of a travel subreddit, or None when it is not one of ours."""
+    if not isinstance(value, str):
+        return None
+    name = re.sub(r"^/?r/", "", value.strip(), flags=re.I).strip("/").lower()
+    return lookup.get(name)
+
+
+def is_deleted_text(text: Any) -> bool:
+    return isinstance(text, str) and re.sub(r"\s+", "", text).lower() in DELETED_TEXTS
+
+
+def slugify(title: str, max_chars: int = 50) -> str:
+    """Reddit-style permalink slug: lower case words joined by underscores."""
+    slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+    if len(slug) > max_chars:
+        slug = slug[:max_chars].rsplit("_", 1)[0] or slug[:max_chars]
+    return slug or "post"
+
+
+def full_permalink(permalink: Any, subreddit: str, thread_id: str, title: str) -> str:
+    """https://www.reddit.com/r/<sub>/comments/<id>/<slug>/ (sub in configured spelling).
+
+    The slug of the given permalink is kept when it belongs to this id; otherwise (missing, a
+    link to another post, garbage) it is rebuilt from the title.
+    """
+    slug = ""
+    if isinstance(permalink, str):
+        match = re.search(r"/comments/([0-9a-z]+)(?:/([^/?#\s]*))?", permalink, flags=re.I)
+        if match and match.group(1).lower() == thread_id and match.group(2):
+            slug = match.group(2)
+    return f"{REDDIT}/r/{subreddit}/comments/{thread_id}/{slug or slugify(title)}/"
+
+
+# --------------------------------------------------------------------------------------------
+# Text
+
+_ZERO_WIDTH_RE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
+_ESCAPABLE = "\\`*_{}[]()#+-.!|~^>"
+_ESCAPE_RE = re.compile(r"\\([" + re.escape(_ESCAPABLE) + r"])")
+_PLACEHOLDER_BASE = 0xE000  # private-use code points hold escaped characters during markdown work
+# HTML tags that survive unescaping (e.g. "&amp;lt;b&amp;gt;"); "<3" and "< 5 min" are not tags.
+_HTML_BREAK_RE = re.compile(r"<br\s*/?>|</?p\s*>", re.I)
+_HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>\n]*)?/?>")
+_CODE_FENCE_RE = re.compile(r"^\s*(```|~~~).*$", re.M)
+_LINK_RE = re.compile(r"!?\[([^\]\n]*)\]\(\s*<?([^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*)>?(?:\s+\"[^\"]*\")?\s*\)")
+_BARE_URL_RE = re.compile(r"(?<![\w@/])(?:https?://|www\.)[^\s<>()\[\]\"']+", re.I)
+_HEADER_RE = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*(.*?)[ \t]*#*[ \t]*$", re.M)
+_RULE_RE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M)
+_TABLE_SEPARATOR_RE = re.compile(r"^[ \t]*\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)+\|?[ \t]*(?:\n|$)", re.M)
+_SPOILER_RE = re.compile(r">!(.+?)!<", re.S)
+_QUOTE_RE = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.M)
+_STRIKE_RE = re.compile(r"~~(.+?)~~", re.S)
+_SUPERSCRIPT_PAREN_RE = re.compile(r"\^\(([^)]*)\)")
+_SUPERSCRIPT_RE = re.compile(r"\^+(?=\S)")
+_STRONG_RE = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.S)
+_EMPHASIS_STAR_RE = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
+_EMPHASIS_UNDERSCORE_RE = re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])")
+_INLINE_CODE_RE = re.compile(r"`+([^`\n]+?)`+")
+_BULLET_RE = re.compile(r"^[ \t]*[*+•][ \t]+", re.M)
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_USER_RE = re.compile(r"(?<![\w/])/?(?:u|user)/[A-Za-z0-9_-]{2,}", re.I)
+_PHONE_RE = re.compile(
+    r"""
+    (?<![\w$€£¥₩₫฿+@/.,:'-])                 # not inside a word, price, URL, decimal, time or range
+    (?P<phone>
+      (?:\+[ ]?|00)?                        # international prefix
+      (?:\(\d{1,4}\)|\d{1,5})               # first group, maybe a bracketed area code
+      (?:[ .\-\u00a0]?(?:\(\d{1,4}\)|\d{1,5})){1,5}
+    )
+    (?![\w$€£¥%]|[.,:/-]?\d)                # not followed by more of a number or a unit
+    """,
+    re.X,
+)
+_AMOUNT_AFTER_RE = re.compile(
+    r"\s*(?:yen|jpy|usd|eur|euros?|gbp|vnd|dong|đ|won|krw|baht|thb|pesos?|mxn|dollars?|k\b|km|kms|miles?|"
+    r"points|pts|avios|miles|steps|people|visitors)",
+    re.I,
+)
+_YEAR_RE = re.compile(r"(?:19|20)\d\d")
+_DATE_START_RE = re.compile(r"(?:19|20)\d\d[-./](?:0?[1-9]|1[0-2])[-./](?:0?[1-9]|[12]\d|3[01])\b")
+_CURRENCY_BEFORE_RE = re.compile(r"[$€£¥₩₫฿]\s?$|(?:usd|eur|jpy|vnd|thb|krw|gbp|mxn|rs\.?)\s?$", re.I)
+
+
+def unescape_html(text: str) -> str:
+    """Undo HTML entities, repeatedly: dumps often carry "&amp;amp;" (escaped twice)."""
+    for _ in range(_MAX_UNESCAPE_ROUNDS):
+        unescaped = html.unescape(text)
+        if unescaped == text:
+            break
+        text = unescaped
+    return text
+
+
+def url_domain(url: str) -> str:
+    """"https://www.japan-guide.com/e/e2020.html" -> "japan-guide.com"; reddit paths -> "r/sub"."""
+    url = url.strip()
+    relative = re.match(r"^/?((?:r|u|user)/[A-Za-z0-9_-]+)", url)
+    if relative:
+        return relative.group(1)
+    try:
+        host = urlsplit(url if re.match(r"^[a-z][a-z0-9+.-]*://", url, re.I) else "http://" + url).hostname
+    except ValueError:
+        host = None
+    if not host:
+        return ""
+    return re.sub(r"^(?:www\d?|m|old|new|amp)\.", "", host.lower())
+
+
+def _link_replacement(match: re.Match) -> str:
+    text, url = match.group(1).strip(), match.group(2).strip()
+    if url.lower().startswith("mailto:"):
+        return text or url[len("mailto:"):]
+    domain = url_domain(url)
+    if not text or text == url or url_domain(text) == domain and "." in text:
+        return domain or text
+    return f"{text} ({domain})" if domain else text
+
+
+def _bare_url_replacement(match: re.Match) -> str:
+    url = match.group(0)
+    trailing = re.search(r"[.,;:!?'\"]+$", url)
+    tail = trailing.group(0) if trailing else ""
+    url = url[: len(url) - len(tail)]
+    return (url_domain(url) or url) + tail
+
+
+def _protect_escapes(text: str) -> str:
+    return _ESCAPE_RE.sub(lambda m: chr(_PLACEHOLDER_BASE + ord(m.group(1))), text)
+
+
+def _restore_escapes(text: str) -> str:
+    return re.sub("[\ue000-\ue07f]", lambda m: chr(ord(m.group(0)) - _PLACEHOLDER_BASE), text)
+
+
+def _table_row(line: str) -> str:
+    if line.count("|") < 2 and not line.strip().startswith("|"):
+        return line
+    cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+    return ", ".join(cell for cell in cells if cell)
+
+
+def strip_markdown(text: str) -> str:
+    """Reddit markdown -> plain readable text (links keep their text and domain)."""
+    text = _protect_escapes(text)
+    text = _CODE_FENCE_RE.sub("", text)
+    text = _LINK_RE.sub(_link_replacement, text)
+    text = _BARE_URL_RE.sub(_bare_url_replacement, text)
+    text = _TABLE_SEPARATOR_RE.sub("", text)
+    text = "\n".join(_table_row(line) for line in text.split("\n"))
+    text = _RULE_RE.sub("", text)
+    text = _HEADER_RE.sub(r"\1", text)
+    text = _SPOILER_RE.sub(r"\1", text)
+    text = _QUOTE_RE.sub("", text)
+    text = _STRIKE_RE.sub("", text)
+    text = _SUPERSCRIPT_PAREN_RE.sub(r"\1", text)
+    text = _SUPERSCRIPT_RE.sub("", text)
+    text = _INLINE_CODE_RE.sub(r"\1", text)
+    text = _STRONG_RE.sub(r"\2", text)
+    text = _EMPHASIS_STAR_RE.sub(r"\1", text)
+    text = _EMPHASIS_UNDERSCORE_RE.sub(r"\1", text)
+    text = _BULLET_RE.sub("- ", text)
+    return _restore_escapes(text)
+
+
+def _is_phone(number: str, before: str, after: str) -> bool:
+    digits = re.sub(r"\D", "", number)
+    groups = [g for g in re.split(r"[^\d]+", number) if g]
+    if number.startswith(("+", "00")):
+        return 8 <= len(digits) <= 15
+    if len(groups) < 2 or not 9 <= len(digits) <= 12:
+        return False
+    if all(_YEAR_RE.fullmatch(g) for g in groups):  # "2018 2019 2020"
+        return False
+    if _DATE_START_RE.match(number):  # "2023-10-15 1430"
+        return False
+    separators = set(re.findall(r"[^\d()]", number))
+    if len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]) and separators <= {" ", ".", "\u00a0"}:
+        return False  # "100 000 000" or "1.500.000": a thousands-separated amount
+    if _CURRENCY_BEFORE_RE.search(before) or _AMOUNT_AFTER_RE.match(after):
+        return False
+    return True
+
+
+def scrub_personal_data(text: str) -> str:
+    """u/name -> "a user", e-mail -> "[email]", phone number -> "[phone]"."""
+    text = _EMAIL_RE.sub("[email]", text)
+    text = _USER_RE.sub("a user", text)
+
+    def phone(match: re.Match) -> str:
+        before = text[max(0, match.start() - 6) : match.start()]
+        after = text[match.end() : match.end() + 12]
+        return "[phone]" if _is_phone(match.group("phone"), before, after) else match.group(0)
+
+    return _PHONE_RE.sub(phone, text)
+
+
+def normalise_whitespace(text: str) -> str:
+    text = text.replace("\u00a0", " ").replace("\r\n", "\n").replace("\r", "\n")
+    lines = [re.sub(r"[ \t\f\v]+", " ", line).strip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """Cut at a word boundary and mark the cut with an ellipsis."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1]
+    if " " in cut[max_chars // 2 :]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip() + "…"
+
+
+def clean_text(raw: Any, max_chars: int | None = None) -> str:
+    """Raw Reddit text -> readable plain text with personal data scrubbed."""
+    if not isinstance(raw, str):
+        return ""
+    text = unescape_html(raw)
+    text = _ZERO_WIDTH_RE.sub("", text)
+    text = _HTML_TAG_RE.sub("", _HTML_BREAK_RE.sub("\n", text))
+    text = strip_markdown(text)
+    text = scrub_personal_data(text)
+    text = normalise_whitespace(text)
+    return truncate(text, max_chars) if max_chars else text
+
+
+def clean_title(raw: Any, max_chars: int) -> str:
+    return " ".join(clean_text(raw, max_chars).split())
+
+
+def content_key(*texts: str) -> str:
+    """Normalised text for duplicate detection: case, punctuation and spacing ignored."""
+    return " ".join(re.sub(r"[^\w]+", " ", " ".join(texts).lower()).split())
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+def classify_record(record: Mapping[str, Any], hint: str | None = None) -> str | None:
+    """'submission', 'comment' or None, told by the fields; the file name is only a tie-breaker."""
+    if "link_id" in record or ("body" in record and "parent_id" in record):
+        return "comment"
+    if "title" in record or "selftext" in record or "num_comments" in record or "is_self" in record:
+        return "submission"
+    if "body" in record:
+        return "comment"
+    return hint if hint in {"submission", "comment"} else None
+
+
+def _known_score(record: Mapping[str, Any]) -> float:
+    """The record's score, or +inf when it is missing or unreadable (thresholds then pass)."""
+    score = coerce_int(record.get("score"), default=None)
+    return math.inf if score is None else score
+
+
+@dataclasses.dataclass
+class _Post:
+    thread_id: str
+    subreddit: str
+    title: str
+    body: str
+    permalink: str
+    score: int
+    num_comments: int | None
+    created_utc: int
+
+
+@dataclasses.dataclass
+class _Reply:
+    comment_id: str
+    body: str
+    score: int
+    created_utc: int
+
+
+@dataclasses.dataclass
+class CleaningStats:
+    submissions: int = 0
+    comments: int = 0
+    unrecognised_records: int = 0
+    dropped_submissions: Counter = dataclasses.field(default_factory=Counter)
+    dropped_comments: Counter = dataclasses.field(default_factory=Counter)
+    threads_kept: int = 0
+    comments_kept: int = 0
+    threads_per_subreddit: Counter = dataclasses.field(default_factory=Counter)
+
+    @property
+    def duplicates(self) -> dict[str, int]:
+        return {
+            "submissions": self.dropped_submissions["duplicate_id"] + self.dropped_submissions["duplicate_content"],
+            "comments": self.dropped_comments["duplicate_id"] + self.dropped_comments["duplicate_body"],
+        }
+
+    @property
+    def orphans(self) -> int:
+        return self.dropped_comments["orphan"] + self.dropped_comments["missing_parent"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "submissions": self.submissions,
+            "comments": self.comments,
+            "unrecognised_records": self.unrecognised_records,
+            "dropped_submissions": {k: v for k, v in sorted(self.dropped_submissions.items()) if v},
+            "dropped_comments": {k: v for k, v in sorted(self.dropped_comments.items()) if v},
+            "duplicates": self.duplicates,
+            "orphans": self.orphans,
+            "threads_kept": self.threads_kept,
+            "comments_kept": self.comments_kept,
+            "threads_per_subreddit": dict(sorted(self.threads_per_subreddit.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+
+
+class ThreadBuilder:
+    """Feed raw records with `add`, then `finish()` for the threads (sorted by thread_id)."""
+
+    def __init__(self, config: CleaningConfig, subreddits: Iterable[str]):
+        self.config = config
+        self.stats = CleaningStats()
+        self._lookup = subreddit_lookup(subreddits)
+        if not self._lookup:
+            raise ValueError("data.subreddits is empty: no subreddit would be kept")
+        self._bot_re = re.compile(config.bot_author_pattern)
+        self._bots = {name.lower() for name in config.bot_authors}
+        self._posts: dict[str, _Post] = {}
+        self._dropped_post_ids: set[str] = set()
+        # Thread structure from every comment seen (kept or not), so depth survives a deleted parent.
+        self._parents: dict[str, dict[str, str]] = defaultdict(dict)
+        self._replies: dict[str, dict[str, _Reply]] = defaultdict(dict)
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def add(self, record: Mapping[str, Any], hint: str | None = None) -> None:
+        kind = classify_record(record, hint)
+        if kind == "submission":
+            self.stats.submissions += 1
+            self._add_submission(record)
+        elif kind == "comment":
+            self.stats.comments += 1
+            self._add_comment(record)
+        else:
+            self.stats.unrecognised_records += 1
+
+    def _is_bot(self, author: Any, text: str) -> bool:
+        name = author if isinstance(author, str) else ""
+        if name.lower() in self._bots or (name and name not in {"[deleted]", "[removed]"} and self._bot_re.search(name)):
+            return True
+        lowered = text.lower()
+        return any(marker in lowered for marker in self.config.bot_body_markers)
+
+    def _add_submission(self, record: Mapping[str, Any]) -> None:
+        drop = self.stats.dropped_submissions
+        thread_id = reddit_id(record.get("id") or record.get("name"))
+        raw_title = record.get("title")
+        if not thread_id or not isinstance(raw_title, str) or not raw_title.strip() or not record.get("subreddit"):
+            drop["missing_fields"] += 1
+            return
+        subreddit = canonical_subreddit(record.get("subreddit"), self._lookup)
+        if subreddit is None:
+            drop["other_subreddit"] += 1
+            return
+        reason = self._submission_problem(record)
+        if reason is None:
+            title = clean_title(raw_title, self.config.max_title_chars)
+            body = clean_text(record.get("selftext"), self.config.max_body_chars)
+            if not title:
+                reason = "missing_fields"
+        if reason is not None:
+            drop[reason] += 1
+            self._dropped_post_ids.add(thread_id)
+            return
+        post = _Post(
+            thread_id=thread_id,
+            subreddit=subreddit,
+            title=title,
+            body=body,
+            permalink=full_permalink(record.get("permalink"), subreddit, thread_id, title),
+            score=coerce_int(record.get("score")),
+            num_comments=coerce_int(record["num_comments"]) if record.get("num_comments") is not None else None,
+            created_utc=coerce_int(record.get("created_utc")),
+        )
+        previous = self._posts.get(thread_id)
+        if previous is not None:
+            drop["duplicate_id"] += 1
+            if previous.score >= post.score:
+                return
+        self._posts[thread_id] = post
+
+    def _submission_problem(self, record: Mapping[str, Any]) -> str | None:
+        removed_by = record.get("removed_by_category")
+        if is_deleted_text(record.get("title")) or removed_by in {"deleted", "author"}:
+            return "deleted"
+        selftext = record.get("selftext")
+        if is_deleted_text(selftext):
+            return "deleted" if re.sub(r"\s+", "", selftext).lower() == "[deleted]" else "removed"
+        if removed_by or coerce_bool(record.get("removed")) or coerce_bool(record.get("spam")):
+            return "removed"
+        if self.config.drop_nsfw and coerce_bool(record.get("over_18")):
+            return "nsfw"
+        if self._is_bot(record.get("author"), ""):
+            return "bot"
+        if _known_score(record) < self.config.min_post_score:
+            return "low_score"
+        return None
+
+    def _add_comment(self, record: Mapping[str, Any]) -> None:
+        drop = self.stats.dropped_comments
+        comment_id = reddit_id(record.get("id") or record.get("name"))
+        link_id = reddit_id(record.get("link_id"))
+        raw_body = record.get("body")
+        if not comment_id or not link_id or not isinstance(raw_body, str):
+            drop["missing_fields"] += 1
+            return
+        # A comment's subreddit is optional (its post decides); a named foreign one is dropped
+        # early so the structure of non-travel threads never fills memory.
+        if record.get("subreddit") and canonical_subreddit(record.get("subreddit"), self._lookup) is None:
+            drop["other_subreddit"] += 1
+            return
+        parent = record.get("parent_id")
+        self._parents[link_id].setdefault(comment_id, str(parent) if parent else f"t3_{link_id}")
+        reason = self._comment_problem(record, raw_body)
+        body = ""
+        if reason is None:
+            body = clean_text(raw_body, self.config.max_comment_chars)
+            if len(body) < self.config.min_comment_chars:
+                reason = "too_short"
+        if reason is not None:
+            drop[reason] += 1
+            return
+        reply = _Reply(comment_id, body, coerce_int(record.get("score")), coerce_int(record.get("created_utc")))
+        previous = self._replies[link_id].get(comment_id)
+        if previous is not None:
+            drop["duplicate_id"] += 1
+            if previous.score >= reply.score:
+                return
+        self._replies[link_id][comment_id] = reply
+
+    def _comment_problem(self, record: Mapping[str, Any], raw_body: str) -> str | None:
+        if is_deleted_text(raw_body):
+            return "deleted" if re.sub(r"\s+", "", raw_body).lower() == "[deleted]" else "removed"
+        if coerce_bool(record.get("removed")) or coerce_bool(record.get("spam")):
+            return "removed"
+        if self._is_bot(record.get("author"), raw_body):
+            return "bot"
+        if self.config.drop_stickied_comments and (
+            coerce_bool(record.get("stickied")) or record.get("distinguished") == "moderator"
+        ):
+            return "moderator"
+        if _known_score(record) < self.config.min_comment_score:
+            return "low_score"
+        return None
+
+    # -- assembly ----------------------------------------------------------------------------
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The clean threads, sorted by thread_id; `self.stats` holds the counts."""
+        posts = self._deduplicate_posts()
+        threads = []
+        for link_id in sorted(self._replies):
+            if link_id not in posts:
+                reason = "post_dropped" if link_id in self._dropped_post_ids or link_id in self._posts else "orphan"
+                self.stats.dropped_comments[reason] += len(self._replies[link_id])
+        for thread_id in sorted(posts):
+            thread = self._assemble(posts[thread_id])
+            if thread is not None:
+                threads.append(thread)
+        self.stats.threads_kept = len(threads)
+        self.stats.comments_kept = sum(len(t["comments"]) for t in threads)
+        self.stats.threads_per_subreddit = Counter(t["subreddit"] for t in threads)
+        return threads
+
+    def _deduplicate_posts(self) -> dict[str, _Post]:
+        groups: dict[str, list[_Post]] = defaultdict(list)
+        kept: dict[str, _Post] = {}
+        for post in self._posts.values():
+            key = content_key(post.title, post.body)
+            if len(key) < _MIN_DEDUP_KEY_CHARS:
+                kept[post.thread_id] = post
+            else:
+                groups[key].append(post)
+        for group in groups.values():
+            group.sort(key=lambda p: (-p.score, p.created_utc, p.thread_id))
+            kept[group[0].thread_id] = group[0]
+            self.stats.dropped_submissions["duplicate_content"] += len(group) - 1
+        return kept
+
+    def _depth(self, link_id: str, comment_id: str) -> int | None:
+        """Replies above this comment up to the post; None when the chain breaks."""
+        parents = self._parents[link_id]
+        depth, current, seen = 0, comment_id, set()
+        while True:
+            parent = parents.get(current, "")
+            if parent.startswith("t3_") or not parent:
+                return depth
+            parent_id = reddit_id(parent)
+            if parent_id not in parents or parent_id in seen:
+                return None
+            seen.add(parent_id)
+            current, depth = parent_id, depth + 1
+
+    def _assemble(self, post: _Post) -> dict[str, Any] | None:
+        drop = self.stats.dropped_comments
+        replies = self._replies.get(post.thread_id, {})
+        placed: list[tuple[_Reply, int]] = []
+        for reply in replies.values():
+            depth = self._depth(post.thread_id, reply.comment_id)
+            if depth is None:
+                drop["missing_parent"] += 1
+            else:
+                placed.append((reply, depth))
+        placed.sort(key=lambda rd: (-rd[0].score, rd[0].created_utc, rd[0].comment_id))
+        unique, seen_bodies = [], set()
+        for reply, depth in placed:
+            key = content_key(reply.body)
+            if key in seen_bodies:
+                drop["duplicate_body"] += 1
+                continue
+            seen_bodies.add(key)
+            unique.append((reply, depth))
+        if len(unique) < self.config.min_comments:
+            self.stats.dropped_submissions["too_few_comments"] += 1
+            drop["post_dropped"] += len(unique)
+            return None
+        cap = self.config.max_comments_per_thread
+        drop["over_cap"] += max(0, len(unique) - cap)
+        seen_count = len(self._parents.get(post.thread_id, {}))
+        return {
+            "thread_id": post.thread_id,
+            "subreddit": post.subreddit,
+            "title": post.title,
+            "body": post.body,
+            "permalink": post.permalink,
+            "score": post.score,
+            # Dumps snapshot a post soon after it is made, so its count can trail what we saw.
+            "num_comments": max(post.num_comments or 0, seen_count),
+            "created_utc": post.created_utc,
+            "comments": [
+                {
+                    "comment_id": reply.comment_id,
+                    "body": reply.body,
+                    "score": reply.score,
+                    "created_utc": reply.created_utc,
+                    "depth": depth,
+                }
+                for reply, depth in unique[:cap]
+            ],
+        }
+
+
+def build_threads(
+    records: Iterable[Mapping[str, Any] | tuple[Mapping[str, Any], str | None]],
+    config: CleaningConfig,
+    subreddits: Iterable[str],
+) -> tuple[list[dict[str, Any]], CleaningStats]:
+    """All of cleaning in one call: records (or (record, kind hint) pairs) -> threads, counts."""
+    builder = ThreadBuilder(config, subreddits)
+    for item in records:
+        if isinstance(item, tuple):
+            builder.add(*item)
+        else:
+            builder.add(item)
+    return builder.finish(), builder.stats
