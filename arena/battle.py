@@ -7,15 +7,12 @@ zeros). Here no weights means uniform, and a bad configuration is a clear error.
 from __future__ import annotations
 
 import dataclasses
-import queue
 import random
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 
 from arena.config import ArenaConfig
 from arena.store import BattleRecord, VoteStore
-
-_DONE = object()
+from chatbot.engine import GenerationError
 
 
 class NotEnoughModelsError(RuntimeError):
@@ -67,49 +64,24 @@ class Battle:
 
 
 def stream_battle(engine, messages_a, messages_b, model_a: str, model_b: str, sampling: dict) -> Iterator[tuple[str, str]]:
-    """Yield (text_a, text_b) as either answer grows, until both are complete.
+    """Yield (text_a, text_b) as both answers grow, until both are complete.
 
-    Each side's stream is drained by its own thread into one queue, so whichever side the
-    engine is producing shows up at once (today the engine answers one request after the
-    other; when it batches both in one pass, both sides will grow together with no change here).
-    Closing this generator (the user left) stops both generations.
+    Both sides run in ONE batched pass of the model, each row with its own adapter, so a battle
+    takes about the time of one answer and the two sides stream together. Closing this
+    generator (the user left) stops the generation.
     """
-    # Check both prompts fit before queueing either: a refused second side must not leave the
-    # first one generating for nobody.
-    engine.build_prompt(messages_a)
-    engine.build_prompt(messages_b)
-    updates: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def pump(side: int, stream) -> None:
-        try:
-            for piece in stream:
-                updates.put((side, piece))
-                if stop.is_set():
-                    break
-        except BaseException as err:  # forwarded to the consumer, which raises it
-            updates.put((side, err))
-        finally:
-            stream.close()
-            updates.put((side, _DONE))
-
-    streams = [engine.generate(messages_a, model_a, **sampling), engine.generate(messages_b, model_b, **sampling)]
-    threads = [threading.Thread(target=pump, args=(side, s), daemon=True) for side, s in enumerate(streams)]
-    for thread in threads:
-        thread.start()
-    texts, running = ["", ""], 2
+    # Both prompts are checked before anything is queued (GenerationError reaches the caller),
+    # so a refused side never leaves the other one generating for nobody.
+    rows = engine.generate_rows([(messages_a, model_a), (messages_b, model_b)], **sampling)
+    texts = ["", ""]
     try:
-        while running:
-            side, item = updates.get()
-            if item is _DONE:
-                running -= 1
-                continue
-            if isinstance(item, BaseException):
-                raise BattleFailed(f"Model {'AB'[side]} could not answer ({type(item).__name__}); please start a new round")
-            texts[side] += item
+        for side, piece in rows:
+            texts[side] += piece
             yield texts[0], texts[1]
+    except GenerationError as err:
+        raise BattleFailed(f"the models could not answer ({type(err).__name__}); please start a new round") from err
     finally:
-        stop.set()
+        rows.close()
 
 
 class Arena:
