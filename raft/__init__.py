@@ -9,6 +9,7 @@ it here and nowhere else.
 from raft.format import (
     ANSWER_TAG,
     BEGIN_QUOTE,
+    DOCUMENTS_SYSTEM_NOTE,
     END_QUOTE,
     Document,
     QuoteCheck,
@@ -18,12 +19,14 @@ from raft.format import (
     check_quotes,
     order_documents,
     parse_answer,
+    system_prompt_with_documents,
     thread_document_text,
 )
 
 __all__ = [
     "ANSWER_TAG",
     "BEGIN_QUOTE",
+    "DOCUMENTS_SYSTEM_NOTE",
     "END_QUOTE",
     "Document",
     "QuoteCheck",
@@ -33,5 +36,6 @@ __all__ = [
     "check_quotes",
     "order_documents",
     "parse_answer",
+    "system_prompt_with_documents",
     "thread_document_text",
 ]

@@ -28,7 +28,7 @@ def test_the_chat_endpoint_answers_through_gradio_client(app_url, engine):
     from gradio_client import Client
 
     client = Client(app_url, verbose=False)
-    answer = client.predict(QUESTION, "qlora", 0.0, 16, api_name="/chat")
+    answer = client.predict(QUESTION, "qlora", 0.0, 16, False, api_name="/chat")
     expected = engine.complete([{"role": "user", "content": QUESTION}], "qlora", temperature=0, max_new_tokens=16)
     assert answer.strip() == expected.strip()
 
@@ -37,7 +37,7 @@ def test_the_chat_endpoint_streams_growing_partial_answers(app_url):
     from gradio_client import Client
 
     client = Client(app_url, verbose=False)
-    job = client.submit(QUESTION, "base", 0.0, 24, api_name="/chat")
+    job = client.submit(QUESTION, "base", 0.0, 24, False, api_name="/chat")
     partials = [update for update in job]
     assert len(partials) > 1
     assert all(later.startswith(earlier) for earlier, later in zip(partials, partials[1:]))
@@ -50,11 +50,11 @@ def test_bad_requests_get_messages_not_crashes(app_url):
 
     client = Client(app_url, verbose=False)
     with pytest.raises(AppError, match="limit is 4,000"):
-        client.predict("x" * 100_000, "base", 0.0, 16, api_name="/chat")
+        client.predict("x" * 100_000, "base", 0.0, 16, False, api_name="/chat")
     with pytest.raises(AppError, match="rlhf is not in the list of choices"):
-        client.predict(QUESTION, "rlhf", 0.0, 16, api_name="/chat")
+        client.predict(QUESTION, "rlhf", 0.0, 16, False, api_name="/chat")
     # The app still answers after refusing.
-    assert client.predict(QUESTION, "base", 0.0, 16, api_name="/chat").strip()
+    assert client.predict(QUESTION, "base", 0.0, 16, False, api_name="/chat").strip()
 
 
 @pytest.mark.browser
