@@ -106,14 +106,24 @@ def _check_shapes(name: str, weights: dict, base_model) -> None:
                 )
 
 
-def attach_adapter(model, name: str, path: Path):
-    """Attach a checked adapter under `name`; returns the (possibly new) PeftModel."""
+def attach_adapter(model, name: str, path: Path, dtype=None):
+    """Attach a checked adapter under `name`; returns the (possibly new) PeftModel.
+
+    peft keeps adapter weights in float32 by default; serving them in the model's compute dtype
+    (`dtype`, e.g. bfloat16) halves what each adapter adds to memory and matches the dtype the
+    4-bit layers compute in.
+    """
     from peft import PeftModel
 
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-            return model
-        return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
+        else:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
     except Exception as err:  # peft raises ValueError, KeyError, RuntimeError...
         raise AdapterLoadError(f"adapter '{name}' at {path} could not be attached: {err}") from err
+    if dtype is not None:
+        for param_name, param in model.named_parameters():
+            if "lora_" in param_name and f".{name}." in param_name and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+    return model

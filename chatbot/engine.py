@@ -88,6 +88,8 @@ class ChatEngine:
         self.base_model_id = loaded.model_id
         self.device = loaded.device
         self.quantized = loaded.quantized
+        # The dtype the model computes in (for 4-bit layers: bnb_4bit_compute_dtype).
+        self._compute_dtype = getattr(loaded.model, "dtype", None)
         self.system_prompt = system_prompt
         self.sampling = sampling or SamplingConfig()
         self._adapters: list[str] = []  # peft adapter names attached, in load order
@@ -126,7 +128,7 @@ class ChatEngine:
                 if name in self._adapters:
                     raise AdapterLoadError(f"adapter '{name}' is already loaded")
                 check_adapter_dir(name, Path(path), self._model, self.base_model_id)
-                self._model = attach_adapter(self._model, name, Path(path))
+                self._model = attach_adapter(self._model, name, Path(path), dtype=self._compute_dtype)
                 self._model.eval()
                 self._adapters.append(name)
         except AdapterLoadError as err:
