@@ -44,10 +44,11 @@ def main() -> None:
     settings = load_settings()
     apply_runtime(settings)
     from arena.store import open_vote_store
-    from chatbot import ChatEngine
     from chatbot.rag import RagChat
+    from chatbot.remote import engine_from_settings
 
-    engine = ChatEngine.from_settings(settings)
+    # The local 4-bit engine, or an OpenAI-compatible server (vLLM multi-LoRA) by configuration.
+    engine = engine_from_settings(settings)
     rag = RagChat.from_settings(engine, settings)
     votes = open_vote_store(settings)
     ui = settings.section("ui")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 
 import gradio as gr
@@ -13,15 +14,32 @@ from retrieval.store import BUILD_COMMAND
 
 
 def history_to_messages(history: list[dict]) -> list[dict]:
-    """Gradio 6 history (content as a string or a list of typed parts) -> plain chat messages."""
+    """Gradio 6 history (content as a string or a list of typed parts) -> plain chat messages.
+
+    User turns are kept HTML-escaped in the history for display (see _TextChatInterface);
+    the model gets back the raw text the traveler typed."""
     messages = []
     for entry in history:
         content = entry.get("content")
         if isinstance(content, list):
             content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
         if isinstance(content, str) and entry.get("role") in ("user", "assistant"):
+            if entry["role"] == "user":
+                content = html.unescape(content)
             messages.append({"role": entry["role"], "content": content})
     return messages
+
+
+class _TextChatInterface(gr.ChatInterface):
+    """Shows what a traveler typed as text. The Chatbot renders messages as (sanitized) HTML,
+    so `<img src=x>` typed by a user would show as an image and `<b>` would vanish; the user
+    turn therefore goes into the history escaped. This overrides a private Gradio method,
+    which is why gradio is pinned; tests/test_fault_tolerance.py catches a change."""
+
+    def _append_message_to_history(self, message, history, role="user"):
+        if role == "user" and isinstance(message, str):
+            message = escape_html(message)
+        return super()._append_message_to_history(message, history, role)
 
 
 def adapter_status_markdown(engine: ChatEngine) -> str:
@@ -96,7 +114,7 @@ def build_chat_tab(
     with gr.Accordion("Generation settings", open=False) as settings_accordion:
         temperature = gr.Slider(0.0, 1.5, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)")
         max_new_tokens = gr.Slider(16, 1024, value=defaults.max_new_tokens, step=16, label="Max new tokens")
-    gr.ChatInterface(
+    _TextChatInterface(
         fn=respond,
         # New inputs go at the end: API callers pass them positionally.
         additional_inputs=[model_picker, temperature, max_new_tokens, use_retrieval],

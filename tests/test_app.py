@@ -78,7 +78,7 @@ def test_a_traveler_sees_the_answer_stream_in_the_browser(app_url):
             while time.monotonic() < deadline:
                 if bot.count():
                     lengths.append(len(bot.inner_text().strip()))
-                if page.locator("button:has-text('Stop')").count() == 0 and lengths and lengths[-1] > 0:
+                if page.get_by_role("button", name="Stop", exact=True).count() == 0 and lengths and lengths[-1] > 0:
                     break
                 page.wait_for_timeout(100)
             assert lengths and lengths[-1] > 0, "no answer appeared"

@@ -1,0 +1,102 @@
+"""The remote inference backend against a real OpenAI-compatible server: the project's own
+engine served by chatbot.openai_server with uvicorn on a free port (no mocks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+QUESTION = [{"role": "user", "content": "What should I pack for Iceland in March?"}]
+
+
+@pytest.fixture(scope="module")
+def server_url(engine):
+    import uvicorn
+
+    from chatbot.openai_server import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the OpenAI-compatible server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def remote(settings, server_url):
+    from chatbot.remote import RemoteEngine
+
+    overrides = {"inference": {"backend": "openai", "base_url": server_url}}
+    engine = RemoteEngine.from_settings(settings.with_overrides(overrides))
+    yield engine
+    engine.close()
+
+
+def test_remote_engine_lists_what_the_server_serves(remote, engine):
+    assert remote.adapters == engine.adapters == ["base", "qlora", "raft"]
+    assert "rlhf" in remote.adapter_errors  # configured, but the server does not serve it
+    assert remote.system_prompt == engine.system_prompt
+
+
+@pytest.mark.parametrize("adapter", ["base", "qlora", "raft"])
+def test_remote_greedy_answers_equal_the_local_engine(remote, engine, adapter):
+    local = list(engine.generate(QUESTION, adapter, temperature=0, max_new_tokens=12))
+    pieces = list(remote.generate(QUESTION, adapter, temperature=0, max_new_tokens=12))
+    assert "".join(pieces) == "".join(local) and "".join(pieces).strip()
+    assert pieces == local, "the server must stream each piece as the engine produces it"
+    if adapter == "base":
+        assert len(pieces) > 1, "the answer did not stream"
+
+
+def test_remote_battle_rows_equal_their_solo_answers(remote, engine):
+    rows = remote.complete_rows([(QUESTION, "qlora"), (QUESTION, "raft")], temperature=0, max_new_tokens=10)
+    assert rows == [engine.complete(QUESTION, name, temperature=0, max_new_tokens=10) for name in ("qlora", "raft")]
+
+
+def test_remote_errors_are_generation_errors_and_the_server_keeps_serving(remote, server_url):
+    from chatbot import GenerationError
+    from chatbot.remote import RemoteBackendError, RemoteEngine
+
+    with pytest.raises(GenerationError, match="'rlhf' is not available"):
+        remote.generate(QUESTION, "rlhf")
+    with pytest.raises(GenerationError, match="end with a user message"):
+        remote.generate([{"role": "assistant", "content": "hi"}], "base")
+    # Fails inside the server's model.generate, after the stream started: reported in-band.
+    with pytest.raises(RemoteBackendError, match="top_k"):
+        remote.complete(QUESTION, "qlora", temperature=0.7, top_k=-1, max_new_tokens=4)
+    assert remote.complete(QUESTION, "base", temperature=0, max_new_tokens=4).strip()
+    # An unknown model is refused by the server with a message, not a crash.
+    refused = httpx.post(f"{server_url}/chat/completions", json={"model": "nope", "messages": QUESTION})
+    assert refused.status_code == 404 and "not served" in refused.json()["error"]["message"]
+    # No server at the URL: a clear error when the engine starts.
+    with pytest.raises(RemoteBackendError, match="cannot list its models"):
+        RemoteEngine(f"http://127.0.0.1:{free_port()}/v1", ["base"])
+
+
+def test_non_streaming_completion_matches(server_url, engine):
+    body = {"model": "qlora", "messages": QUESTION, "temperature": 0, "max_tokens": 8}
+    answer = httpx.post(f"{server_url}/chat/completions", json=body, timeout=120).json()
+    expected = engine.complete(QUESTION, "qlora", temperature=0, max_new_tokens=8)
+    assert answer["choices"][0]["message"]["content"] == expected
+
+
+def test_the_configured_backend_is_chosen(settings, server_url):
+    from chatbot.remote import RemoteEngine, engine_from_settings
+    from settings import ConfigError
+
+    chosen = engine_from_settings(settings.with_overrides({"inference": {"backend": "openai", "base_url": server_url}}))
+    assert isinstance(chosen, RemoteEngine)
+    chosen.close()
+    with pytest.raises(ConfigError, match="inference.backend"):
+        engine_from_settings(settings.with_overrides({"inference": {"backend": "tgi"}}))
