@@ -17,6 +17,7 @@ def build_app(settings: Settings, engine, *, rag=None, votes=None) -> "gr.Blocks
     from arena.config import ArenaConfig
     from arena.ui import build_arena_tab, build_leaderboard_tab
     from chatbot.ui import build_chat_tab
+    from evaluation.ui import build_evaluation_tab
 
     ui = settings.section("ui")
     with gr.Blocks(title="Wayfarer - travel chatbot and model arena") as demo:
@@ -37,6 +38,8 @@ def build_app(settings: Settings, engine, *, rag=None, votes=None) -> "gr.Blocks
                 build_arena_tab(engine, votes, rag, arena_config)
             with gr.Tab("Leaderboard") as leaderboard_tab:
                 build_leaderboard_tab(votes, arena_config, tab=leaderboard_tab)
+        with gr.Tab("Evaluation") as evaluation_tab:
+            build_evaluation_tab(settings, tab=evaluation_tab)
     return demo
 
 

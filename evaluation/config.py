@@ -1,0 +1,89 @@
+"""The `evaluation` section of wayfarer.yaml as dataclasses (light import)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from settings import ConfigError, Settings, build_dataclass
+
+PAIRWISE = "pairwise"
+SINGLE = "single"
+JUDGE_MODES = (PAIRWISE, SINGLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig:
+    """The LLM judge: the local engine by default, an OpenAI-compatible endpoint when the
+    environment names one (the key is read from the environment only, never from the file)."""
+
+    modes: tuple = JUDGE_MODES  # pairwise (both orders, swap rule) and/or single (1-10 grades)
+    local_model: str = "base"  # engine model name used as the local judge
+    max_new_tokens: int = 16  # the local judge only has to write a verdict
+    batch_size: int = 8  # judge prompts per batched pass of the local engine
+    max_answer_chars: int = 1500  # answers are cut to this in judge prompts (keeps prompts in budget)
+    base_url_env: str = "WAYFARER_JUDGE_BASE_URL"  # set: judge with this OpenAI-compatible endpoint
+    api_key_env: str = "WAYFARER_JUDGE_API_KEY"
+    model_env: str = "WAYFARER_JUDGE_MODEL"
+    remote_max_tokens: int = 512  # a remote judge may explain before its verdict
+    timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.modes) - set(JUDGE_MODES)
+        if unknown:
+            raise ConfigError(f"evaluation.judge.modes: unknown {sorted(unknown)} (known: {list(JUDGE_MODES)})")
+        for name in ("max_new_tokens", "batch_size", "max_answer_chars", "remote_max_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"evaluation.judge.{name} must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    models: tuple = ()  # engine model names to evaluate; empty: every model the engine serves
+    retrieval_models: tuple = ("raft", "rlhf")  # answer with retrieved documents (the RAG models)
+    max_new_tokens: int = 200  # greedy answers are cut here
+    batch_size: int = 8  # answers per batched pass of the engine (rows of several questions and models)
+    max_questions: int | None = None  # first N golden questions (by thread id); null: all
+    embedder: str | None = None  # encoder for BERTScore / similarities; null: embedder.model
+    support_threshold: float = 0.6  # cosine at which a context sentence supports a statement (faithfulness, recall)
+    context_relevance_threshold: float = 0.4  # cosine of a retrieved chunk and the reference that makes it relevant
+    bootstrap_rounds: int = 1000  # resamples for the 95% intervals of the means
+    seed: int | None = None  # bootstrap seed; null: runtime.seed
+    output_dir: str | None = None  # cache, results and report; null: {home}/evaluation
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("evaluation.max_new_tokens and evaluation.batch_size must be at least 1")
+        if self.max_questions is not None and self.max_questions < 1:
+            raise ConfigError("evaluation.max_questions must be at least 1 (or null for all)")
+        for name in ("support_threshold", "context_relevance_threshold"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"evaluation.{name} is a cosine similarity: between -1 and 1")
+        if self.bootstrap_rounds < 0:
+            raise ConfigError("evaluation.bootstrap_rounds must be >= 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "EvaluationConfig":
+        section = settings.section("evaluation")
+        judge = section.pop("judge", None) or {}
+        if not isinstance(judge, dict):
+            raise ConfigError("evaluation.judge must be a mapping")
+        if "modes" in judge:
+            judge["modes"] = tuple(judge["modes"] or ())
+        section["judge"] = build_dataclass(JudgeConfig, judge)
+        for name in ("models", "retrieval_models"):
+            if name in section:
+                section[name] = tuple(section[name] or ())
+        section["embedder"] = section.get("embedder") or str(settings.get("embedder.model"))
+        if section.get("seed") is None:
+            section["seed"] = int(settings.get("runtime.seed", 0) or 0)
+        if section.get("output_dir"):
+            section["output_dir"] = str(settings.root / Path(section["output_dir"]).expanduser())
+        else:
+            section["output_dir"] = str(settings.path("home") / "evaluation")
+        return build_dataclass(cls, section)
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.output_dir)

@@ -1,0 +1,379 @@
+"""`python -m evaluation report`: results.json + the arena votes -> report.md and plots.
+
+Sections: the models, the method x metric tables (mean and 95% bootstrap interval over the
+golden questions), the LLM judge (pairwise win rates under the swap rule, flip rate, 1-10
+grades), the arena ratings, and the agreement of every automatic evaluator with the human votes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.agreement import Agreement, agreement_with_humans
+from evaluation.config import EvaluationConfig
+from evaluation.judge import PairwiseResult, summarize_pairwise
+from evaluation.metrics import GOLDEN_METRICS
+from evaluation.rag_metrics import RAG_METRICS
+from evaluation.runner import RESULTS_FILE
+from settings import Settings
+
+REPORT_FILE = "report.md"
+METRIC_LABELS = {
+    "bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
+    "bertscore_p": "BERTScore P", "bertscore_r": "BERTScore R", "bertscore_f1": "BERTScore F1",
+    "semantic_similarity": "Semantic sim.", "faithfulness": "Faithfulness", "answer_relevance": "Answer relevance",
+    "context_precision": "Context precision", "context_recall": "Context recall",
+}
+PLOT_METRICS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_f1", "semantic_similarity")
+SECTION_TITLES = (
+    "## Models", "## Golden-answer metrics", "## RAG metrics", "## LLM judge", "## Human votes (arena)",
+    "## Agreement with human votes",
+)
+
+
+class ResultsMissingError(FileNotFoundError):
+    """`report` ran before `run`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    mean: float | None
+    lower: float | None
+    upper: float | None
+    n: int
+
+    def format(self, digits: int = 3) -> str:
+        if self.mean is None:
+            return "—"
+        if self.n < 2:
+            return f"{self.mean:.{digits}f} (n=1)"
+        return f"{self.mean:.{digits}f} [{self.lower:.{digits}f}, {self.upper:.{digits}f}]"
+
+
+def bootstrap_mean(values: Sequence[float | None], rounds: int, seed: int) -> Estimate:
+    """Mean and percentile-bootstrap 95% interval of the non-missing values."""
+    data = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(data) == 0:
+        return Estimate(None, None, None, 0)
+    mean = float(data.mean())
+    if len(data) < 2 or rounds == 0:
+        return Estimate(mean, mean, mean, len(data))
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
+    lower, upper = np.percentile(means, [2.5, 97.5])
+    return Estimate(mean, float(lower), float(upper), len(data))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def load_results(config: EvaluationConfig) -> dict:
+    path = config.directory / RESULTS_FILE
+    if not path.exists():
+        raise ResultsMissingError(f"no evaluation results at {path}; run `python -m evaluation run` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ResultsMissingError(f"evaluation results {path} are corrupt ({err}); rerun `python -m evaluation run`") from err
+
+
+@dataclasses.dataclass
+class HumanVotes:
+    board: object | None  # arena.leaderboard.Leaderboard
+    votes: int
+
+    @property
+    def pair_win_rate(self) -> dict[tuple[str, str], float]:
+        if not self.board:
+            return {}
+        models = self.board.models
+        return {(a, b): float(self.board.win_rate[i, j]) for i, a in enumerate(models) for j, b in enumerate(models)
+                if i != j and not math.isnan(self.board.win_rate[i, j])}
+
+    @property
+    def ratings(self) -> dict[str, float]:
+        return {row.model: row.rating for row in self.board.rows} if self.board else {}
+
+
+def human_votes(settings: Settings, store=None) -> HumanVotes:
+    """The arena leaderboard (same exclusions and ratings as the Leaderboard tab)."""
+    from arena.config import ArenaConfig
+    from arena.leaderboard import leaderboard_from_store
+
+    if store is None:
+        if not settings.path("votes").exists():
+            return HumanVotes(None, 0)
+        from arena.store import open_vote_store
+
+        store = open_vote_store(settings)
+    board = leaderboard_from_store(store, ArenaConfig.from_settings(settings))
+    return HumanVotes(board if board.votes_used else None, board.votes_used)
+
+
+def write_report(settings: Settings, *, config: EvaluationConfig | None = None, store=None) -> Path:
+    config = config or EvaluationConfig.from_settings(settings)
+    results = load_results(config)
+    out = config.directory
+    models = [m["name"] for m in results["models"]]
+    question_ids = [q["question_id"] for q in results["questions"]]
+    scores = results["scores"]
+
+    def estimate(model: str, metric: str) -> Estimate:
+        values = [scores[model][qid].get(metric) for qid in question_ids if qid in scores.get(model, {})]
+        return bootstrap_mean(values, config.bootstrap_rounds, config.seed)
+
+    estimates = {m: {metric: estimate(m, metric) for metric in GOLDEN_METRICS + RAG_METRICS} for m in models}
+    judge = results.get("judge") or {}
+    pairwise = [PairwiseResult(**r) for r in judge.get("pairwise", [])]
+    summary = summarize_pairwise(pairwise) if pairwise else None
+    grades = {m: bootstrap_mean(list((judge.get("grades") or {}).get(m, {}).values()), config.bootstrap_rounds, config.seed)
+              for m in models}
+    ungraded = sum(v is None for m in models for v in (judge.get("grades") or {}).get(m, {}).values())
+    humans = human_votes(settings, store)
+
+    plots = _write_plots(out, models, estimates, summary, humans)
+    lines = [
+        "# Wayfarer evaluation report",
+        "",
+        f"Report written {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} from the run of "
+        f"{results['created_at']}: **{len(question_ids)} golden questions** × **{len(models)} models** on base model "
+        f"`{results['base_model']}`; greedy answers of at most {results['max_new_tokens']} new tokens. "
+        f"Intervals are 95% percentile-bootstrap intervals of the mean over questions ({config.bootstrap_rounds} resamples).",
+        "",
+    ]
+    for notice in results.get("notices", []):
+        lines.append(f"> ⚠ {notice}")
+    lines += ["", SECTION_TITLES[0], ""]
+    lines.append(_table(
+        ["model", "fingerprint", "retrieval", "mean answer length (chars)"],
+        [[m["name"], f"`{m['fingerprint']}`", "yes (RAG)" if m["retrieval"] else "no",
+          round(float(np.mean([len(results["answers"][m["name"]][q]["answer"]) for q in question_ids])))]
+         for m in results["models"]],
+    ))
+
+    lines += ["", SECTION_TITLES[1], "",
+              f"Each answer against the golden reference (the thread's best reply). BLEU is sacrebleu's sentence BLEU "
+              f"(0-100); ROUGE F1 from `rouge-score`; BERTScore is computed with the encoder `{results['embedder']}` "
+              "(greedy matching of its contextual token embeddings, no idf, no rescaling; the `bert-score` package is "
+              "not used); semantic similarity is the cosine of the two sentence embeddings.", ""]
+    lines.append(_table(["model"] + [METRIC_LABELS[k] for k in GOLDEN_METRICS],
+                        [[m] + [estimates[m][k].format(2 if k == "bleu" else 3) for k in GOLDEN_METRICS] for m in models]))
+    lines += ["", f"![golden-answer metrics]({plots['metrics'].name})"]
+
+    thresholds = results.get("thresholds", {})
+    lines += ["", SECTION_TITLES[2], "",
+              "The Ragas definitions computed locally with the encoder instead of an LLM (the `ragas` package needs an "
+              "LLM through langchain and network access): faithfulness = share of answer sentences supported by a "
+              f"retrieved sentence (cosine ≥ {thresholds.get('support')}); answer relevance = cosine of question and "
+              "answer; context precision = rank-weighted precision of the retrieved chunks that are relevant to the "
+              f"reference (cosine ≥ {thresholds.get('context_relevance')}); context recall = share of reference "
+              "sentences supported by the retrieved context. Models answering without retrieval have no context (—).", ""]
+    lines.append(_table(["model"] + [METRIC_LABELS[k] for k in RAG_METRICS],
+                        [[m] + [estimates[m][k].format() for k in RAG_METRICS] for m in models]))
+    lines += ["", f"![RAG metrics]({plots['rag'].name})"]
+
+    lines += ["", SECTION_TITLES[3], ""]
+    lines += _judge_lines(judge, summary, models, grades, ungraded, plots)
+
+    lines += ["", SECTION_TITLES[4], ""]
+    if humans.board is None:
+        lines.append("No human votes yet: the arena has no usable votes, so there are no human ratings. "
+                     "Vote in the app's Arena tab, then rerun `python -m evaluation report`.")
+    else:
+        from arena.leaderboard import Leaderboard
+
+        lines.append(f"{humans.votes} arena votes (flagged sessions excluded); Bradley-Terry ratings with bootstrap "
+                     "95% intervals, as on the Leaderboard tab.")
+        lines += ["", _table(Leaderboard.TABLE_HEADERS, humans.board.table()), "",
+                  f"![arena ratings]({plots['ratings'].relative_to(out).as_posix()}) "
+                  f"![arena win rates]({plots['human_win_rate'].relative_to(out).as_posix()})"]
+
+    lines += ["", SECTION_TITLES[5], ""]
+    agreements = _agreements(models, estimates, summary, grades, humans)
+    plots["agreement"] = _write_plot_agreement(out, agreements, humans)
+    if humans.board is None:
+        lines.append("No human votes yet, so agreement with humans cannot be measured. Once the arena has votes on "
+                     "pairs of the evaluated models, this section compares every metric and the judge with them.")
+    else:
+        lines.append("Per model pair with a human preference (arena win rate ≠ 0.5): does the evaluator prefer the same "
+                     "model (metrics: the higher mean; judge: its pairwise win rate)? Kendall tau-b ranks the models "
+                     "by the evaluator's score against the human Bradley-Terry ratings.")
+        lines += ["", _table(["evaluator", "pairs compared", "agreement rate", "Kendall tau", "models ranked"],
+                             [[name, a.pairs, _fmt(a.rate), _fmt(a.kendall_tau), a.models] for name, a in agreements.items()])]
+        lines += ["", f"![agreement with humans]({plots['agreement'].name})"]
+        if not any(a.pairs for a in agreements.values()):
+            lines.append("\nNo voted pair involves two evaluated models with a decided preference yet.")
+
+    stats = results.get("stats", {})
+    lines += ["", "## Run", "",
+              "Cache use in the run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items()) + "."]
+    path = out / REPORT_FILE
+    temporary = path.with_suffix(".md.tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    temporary.replace(path)
+    return path
+
+
+def _judge_lines(judge: Mapping, summary, models, grades, ungraded: int, plots) -> list[str]:
+    lines = [f"Judge: `{judge.get('identity') or 'none'}` (MT-Bench prompts)."]
+    if judge.get("error"):
+        lines.append(f"\n⚠ The judge failed: {judge['error']}")
+    lines += ["", "### Pairwise, both orders (swap rule)", ""]
+    if summary is None:
+        lines.append("No pairwise judgments in this run (pairwise mode off, or fewer than two models).")
+    else:
+        lines.append(
+            f"{summary.comparisons} comparisons, each judged with either answer first. A verdict counts only when it "
+            f"survives the swap; otherwise the comparison is a tie. **Flip rate: {_fmt(summary.flip_rate)}** "
+            f"({summary.flips} of {summary.comparisons}). Unparseable verdicts (counted as ties): "
+            f"{summary.unparseable} of {2 * summary.comparisons}."
+        )
+        rows = []
+        for m in models:
+            won = sum(summary.wins.get((m, o), 0) for o in models if o != m)
+            lost = sum(summary.wins.get((o, m), 0) for o in models if o != m)
+            tied = sum(summary.ties.get((m, o), 0) for o in models if o != m)
+            rows.append([m, _fmt(summary.win_rate(m)), won, lost, tied])
+        lines += ["", _table(["model", "win rate (ties ½)", "wins", "losses", "ties"], rows), ""]
+        lines.append(_table(["row vs column"] + models,
+                            [[a] + ["" if a == b else _fmt(summary.win_rate(a, b)) for b in models] for a in models]))
+        lines += ["", f"![judge win rates]({plots['judge'].name})"]
+    lines += ["", "### Single-answer grading (1-10)", ""]
+    graded = sum(g.n for g in grades.values())
+    if not graded and not ungraded:
+        lines.append("No grades in this run (single mode off).")
+    else:
+        lines.append(f"{graded} answers graded; {ungraded} grades unparseable (left out).")
+        lines += ["", _table(["model", "mean grade [95% CI]", "graded"], [[m, grades[m].format(2), grades[m].n] for m in models])]
+    return lines
+
+
+def _agreements(models, estimates, summary, grades, humans: HumanVotes) -> dict[str, Agreement]:
+    if humans.board is None:
+        return {}
+    pair_rates, ratings = humans.pair_win_rate, humans.ratings
+    found: dict[str, Agreement] = {}
+    for metric in GOLDEN_METRICS + RAG_METRICS:
+        found[METRIC_LABELS[metric]] = agreement_with_humans(pair_rates, ratings, {m: estimates[m][metric].mean for m in models})
+    if summary is not None:
+        preference = {(a, b): summary.win_rate(a, b) for a in models for b in models if a != b}
+        found["LLM judge (pairwise)"] = agreement_with_humans(
+            pair_rates, ratings, {m: summary.win_rate(m) for m in models},
+            {k: v for k, v in preference.items() if v is not None})
+    if any(g.n for g in grades.values()):
+        found["LLM judge (1-10 grade)"] = agreement_with_humans(pair_rates, ratings, {m: grades[m].mean for m in models})
+    return found
+
+
+# ------------------------------------------------------------------------------------- plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bars(path: Path, models, metrics, estimates, title: str, scale: Mapping[str, float]) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(metrics) + 2), 4))
+    width = 0.8 / max(1, len(models))
+    x = np.arange(len(metrics))
+    for i, model in enumerate(models):
+        means, errors = [], [[], []]
+        for metric in metrics:
+            e, factor = estimates[model][metric], scale.get(metric, 1.0)
+            mean = (e.mean or 0.0) * factor
+            means.append(mean)
+            errors[0].append(max(0.0, mean - (e.lower if e.lower is not None else e.mean or 0.0) * factor))
+            errors[1].append(max(0.0, (e.upper if e.upper is not None else e.mean or 0.0) * factor - mean))
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=errors, capsize=3, label=model)
+    ax.set_xticks(x, [METRIC_LABELS[m] + (" /100" if scale.get(m, 1.0) != 1.0 else "") for m in metrics], rotation=20, ha="right")
+    ax.set_ylabel("mean with 95% interval")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(path: Path, models, value, title: str, empty: str) -> Path:
+    plt = _pyplot()
+    n = len(models)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n + 2.5), max(3.5, 0.8 * n + 2)))
+    if n:
+        matrix = np.array([[np.nan if a == b or value(a, b) is None else value(a, b) for b in models] for a in models], dtype=float)
+        image = ax.imshow(np.nan_to_num(matrix, nan=0.5), cmap="RdBu", vmin=0, vmax=1)
+        for i in range(n):
+            for j in range(n):
+                if not np.isnan(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(n), models, rotation=30, ha="right")
+        ax.set_yticks(range(n), models)
+        fig.colorbar(image, ax=ax, label="win rate of row against column")
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _write_plots(out: Path, models, estimates, summary, humans: HumanVotes) -> dict[str, Path]:
+    from arena.leaderboard import compute_leaderboard, write_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "metrics": _bars(out / "golden_metrics.png", models, PLOT_METRICS, estimates, "Golden-answer metrics", {"bleu": 0.01}),
+        "rag": _bars(out / "rag_metrics.png", models, RAG_METRICS, estimates, "RAG metrics (Ragas definitions, local)", {}),
+        "judge": _heatmap(out / "judge_win_rate.png", models if summary else [],
+                          (lambda a, b: summary.win_rate(a, b)) if summary else None,
+                          "LLM judge win rate (swap rule, ties ½)", "no pairwise judgments"),
+    }
+    board = humans.board or compute_leaderboard([], bootstrap_rounds=0)
+    plots["ratings"], plots["human_win_rate"] = write_plots(board, out / "arena")
+    return plots
+
+
+def _write_plot_agreement(out: Path, agreements: Mapping[str, Agreement], humans: HumanVotes) -> Path:
+    path = out / "agreement.png"
+    plt = _pyplot()
+    names = list(agreements)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(names) + 2), 4))
+    if names and humans.board is not None:
+        x = np.arange(len(names))
+        rates = [agreements[n].rate if agreements[n].rate is not None else np.nan for n in names]
+        taus = [agreements[n].kendall_tau if agreements[n].kendall_tau is not None else np.nan for n in names]
+        ax.bar(x - 0.2, rates, 0.4, label="agreement rate")
+        ax.bar(x + 0.2, taus, 0.4, label="Kendall tau")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(x, names, rotation=35, ha="right")
+        ax.set_ylim(-1.05, 1.05)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no human votes yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title("Agreement of automatic evaluators with human votes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
