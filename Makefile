@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (see README):
-#   make run    set everything up, then start the app on the embedded default model
+#   make run    set everything up (first time: data, index, the three adapters), then start the app
 #   make test   set everything up, then run the whole test suite
 # Each step leaves a stamp, so a second run reuses what exists and starts at once.
 
@@ -11,7 +11,11 @@ STAMPS := $(VENV)/.stamps
 
 .PHONY: run test setup setup-test clean
 
+# The first run builds the demo data, the index and the three adapters (minutes on a CPU);
+# later runs find every step current and start the app at once. If a step fails the app still
+# starts (the leading '-'), serving what exists and showing what is missing.
 run: setup
+	-$(PY) -m training pipeline
 	$(PY) app.py
 
 test: setup-test
