@@ -16,6 +16,10 @@ from settings import load_settings
 STEPS = {
     "ingest": ("training.ingest", "read Reddit dump files or the live API into clean threads"),
     "build": ("training.datasets", "clean threads and build the SFT, RAFT, preference and golden datasets"),
+    "qlora": ("training.sft", "QLoRA SFT adapter on the SFT dataset (4-bit base + LoRA on all linear layers)"),
+    "raft": ("training.sft", "RAFT adapter: the same recipe on the RAFT dataset (documents + quoted answers)"),
+    "rlhf": ("training.rlhf", "reward model, then DPO on top of the RAFT adapter (--method online: GRPO/RLOO)"),
+    "pipeline": ("training.pipeline", "ingest -> build -> index -> qlora -> raft -> rlhf, skipping current steps"),
 }
 
 

@@ -1,0 +1,348 @@
+"""Training the adapters on the real 4-bit embedded model with tiny step counts.
+
+The demo corpus goes through the real pipeline (ingest -> build); each trainer runs a few steps
+on a handful of rows and writes an adapter folder that the real chat engine then serves.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from settings import apply_runtime, load_settings
+from tests.conftest import MODELS_CACHE
+
+GREEDY = {"temperature": 0, "max_new_tokens": 12}
+QUESTION = [{"role": "user", "content": "What is the cheapest way from Narita airport to Shinjuku?"}]
+
+TINY_RUN = dict(grad_accumulation=1, logging_steps=1, warmup_ratio=0.0, lr_scheduler="constant")
+TRAINING = {
+    "seed": 7,
+    "compute_dtype": "float32",
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+    "qlora": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 3, "eval_steps": 3, "batch_size": 1,
+              "max_length": 192, "max_train_rows": 6, "max_eval_rows": 2},
+    "raft": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 2, "eval_steps": 2, "batch_size": 1,
+             "max_length": 480, "max_train_rows": 3, "max_eval_rows": 1},
+    "reward": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 8, "eval_steps": 8, "batch_size": 2,
+               "max_length": 160, "max_eval_rows": 4},
+    "dpo": {**TINY_RUN, "learning_rate": 1e-3, "max_steps": 2, "eval_steps": 2, "batch_size": 1,
+            "max_length": 192, "max_train_rows": 4, "max_eval_rows": 2, "beta": 0.1},
+    "online": {**TINY_RUN, "learning_rate": 1e-4, "max_steps": 1, "eval_steps": 1, "batch_size": 2,
+               "max_length": 256, "max_train_rows": 2, "num_generations": 2, "max_completion_length": 8},
+}
+
+
+def make_settings(home: Path, **extra):
+    overrides = {
+        "paths": {"home": str(home), "models": str(MODELS_CACHE)},
+        "runtime": {"torch_threads": 2},
+        "generation": {"max_new_tokens": 12},
+        "model": {"adapters": ["qlora", "raft", "rlhf"]},
+        # Short chunks and one distractor keep RAFT prompts within a tiny max_length.
+        "retrieval": {"chunk_chars": 200, "chunk_overlap": 40},
+        "data": {"datasets": {"raft_distractors": 1, "raft_hard_negatives": False}},
+        "training": TRAINING,
+    }
+    for key, value in extra.items():
+        overrides.setdefault(key, {}).update(value)
+    loaded = load_settings(profile="local", overrides=overrides)
+    apply_runtime(loaded)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Settings with the demo corpus ingested and built by the pipeline itself."""
+    from training.pipeline import run_pipeline
+
+    settings = make_settings(tmp_path_factory.mktemp("training-home"))
+    outcome = run_pipeline(settings, until="build")
+    assert [name for name, _ in outcome.ran] == ["ingest", "build"]
+    return settings
+
+
+@pytest.fixture(scope="module")
+def qlora(demo):
+    """The qlora trainer before training (to inspect its labels), then the trained result."""
+    from training.sft import prepare_sft
+
+    run = prepare_sft(demo, "qlora")
+    rows = [run.trainer.train_dataset[i] for i in range(len(run.trainer.train_dataset))]
+    return rows, run.trainer.processing_class, run.train()
+
+
+@pytest.fixture(scope="module")
+def raft_adapter(demo):
+    from training.sft import train_sft
+
+    return train_sft(demo, "raft")
+
+
+@pytest.fixture(scope="module")
+def dpo(demo, raft_adapter):
+    """DPO prepared from the RAFT adapter: step-0 facts measured, then trained."""
+    import torch
+    from safetensors.torch import load_file
+
+    from training.rlhf import prepare_dpo
+
+    run = prepare_dpo(demo)
+    model = run.trainer.model
+    ids = run.trainer.processing_class.apply_chat_template(QUESTION, add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    model.eval()
+    with torch.no_grad():
+        model.set_adapter("default")
+        policy = model(input_ids=ids).logits
+        model.set_adapter("ref")
+        reference = model(input_ids=ids).logits
+        model.set_adapter("default")
+        with model.disable_adapter():
+            bare = model(input_ids=ids).logits
+    raft_weights = load_file(str(raft_adapter.path / "adapter_model.safetensors"))
+
+    def adapter_weights(name):
+        return {n: p.detach().clone().float() for n, p in model.named_parameters() if f".{name}." in n}
+
+    facts = {
+        # The policy's adapter is cast to bf16 for training (QLoRA), the reference may stay fp32:
+        # equal weights, outputs equal up to that rounding, far closer than to the bare base.
+        "policy_vs_reference": (policy - reference).abs().max().item(),
+        "policy_vs_bare_base": (policy - bare).abs().max().item(),
+        "ref_trainable": [n for n, p in model.named_parameters() if ".ref." in n and p.requires_grad],
+        "default_trainable": any(p.requires_grad for n, p in model.named_parameters() if ".default." in n),
+        "ref_before": adapter_weights("ref"),
+        "default_before": adapter_weights("default"),
+        "raft_weights": raft_weights,
+    }
+    result = run.train()
+    facts["ref_after"] = adapter_weights("ref")
+    facts["default_after"] = adapter_weights("default")
+    return facts, result
+
+
+def _saved_key(param_name: str, adapter: str) -> str:
+    """peft parameter name -> key in the saved adapter file."""
+    return param_name.replace(f".{adapter}.", ".")
+
+
+# ------------------------------------------------------------------------------------ SFT
+def test_sft_loss_is_on_the_assistant_turn_only_with_the_served_system_prompt(qlora, demo):
+    rows, tokenizer, _ = qlora
+    system_prompt = demo.get("model.system_prompt")
+    assert rows
+    for row in rows:
+        ids, labels = row["input_ids"], row["labels"]
+        masked = [i for i, label in enumerate(labels) if label == -100]
+        trained = [i for i, label in enumerate(labels) if label != -100]
+        assert masked and trained
+        # The prompt is one block at the start; everything after it is trained.
+        assert masked == list(range(len(masked))) and trained[0] == len(masked)
+        prompt_text = tokenizer.decode(ids[: len(masked)])
+        answer_text = tokenizer.decode([ids[i] for i in trained])
+        assert prompt_text.startswith("<|im_start|>system\n" + system_prompt)
+        assert prompt_text.rstrip().endswith("<|im_start|>assistant")
+        assert "<|im_start|>user" in prompt_text and "<|im_start|>" not in answer_text
+        assert [labels[i] for i in trained] == [ids[i] for i in trained]
+
+
+def test_qlora_writes_a_complete_adapter_with_its_metadata(qlora, demo):
+    from chatbot.adapters import ADAPTER_METADATA_FILE
+    from training.common import dataset_fingerprint
+
+    result = qlora[2]
+    folder = demo.path("adapters") / "qlora"
+    assert result.path == folder
+    for name in ("adapter_model.safetensors", "adapter_config.json", "training_config.yaml", "loss_curve.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert (folder / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metadata = json.loads((folder / ADAPTER_METADATA_FILE).read_text())
+    assert metadata["base_model"] == demo.get("model.base")
+    assert metadata["method"] == "qlora"
+    assert metadata["datasets"]["sft"]["fingerprint"] == dataset_fingerprint(demo.path("datasets") / "sft")
+    assert metadata["training_config"]["qlora"]["max_steps"] == 3
+    assert metadata["training_config"]["lora"]["target_modules"] == "all-linear"
+    assert set(metadata["versions"]) >= {"trl", "peft"}
+    assert metadata["metrics"]["steps"] == 3
+    assert metadata["metrics"]["eval_loss_before"] > 0 and metadata["metrics"]["eval_loss_after"] > 0
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    # all-linear: every projection of the attention and the MLP blocks is adapted.
+    assert set(adapter_config["target_modules"]) >= {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                      "up_proj", "down_proj"}
+    assert not list(folder.parent.glob(".qlora-*")), "scratch folders were left behind"
+
+
+def test_raft_trains_on_documents_with_the_documents_system_prompt(raft_adapter, demo):
+    from raft import system_prompt_with_documents
+
+    metadata = raft_adapter.metadata
+    assert metadata["method"] == "raft" and metadata["metrics"]["steps"] == 2
+    assert metadata["datasets"]["raft"]["rows"]["train"] == 3
+    assert metadata["system_prompt"] == demo.get("model.system_prompt")
+    assert system_prompt_with_documents(metadata["system_prompt"]) != metadata["system_prompt"]
+
+
+# ------------------------------------------------------------------------------------ DPO
+def test_dpo_starts_from_the_raft_adapter_which_stays_its_frozen_reference(dpo, raft_adapter):
+    import torch
+
+    facts, result = dpo
+    assert facts["policy_vs_bare_base"] > 0.5, "RAFT must differ from the bare base for this test to mean anything"
+    assert facts["policy_vs_reference"] < 0.02 * facts["policy_vs_bare_base"], (
+        "at step 0 the DPO policy must be the RAFT adapter", facts["policy_vs_reference"], facts["policy_vs_bare_base"])
+    assert facts["ref_trainable"] == [] and facts["default_trainable"]
+    raft = facts["raft_weights"]
+    for name, value in facts["ref_before"].items():
+        assert torch.equal(value, raft[_saved_key(name, "ref")].float()), name
+    for name, value in facts["ref_after"].items():
+        assert torch.equal(value, facts["ref_before"][name]), f"reference moved: {name}"
+    moved = [n for n, v in facts["default_after"].items() if not torch.equal(v, facts["default_before"][n])]
+    assert moved, "DPO did not update the policy"
+    assert result.metadata["method"] == "dpo"
+    assert result.metadata["start_adapter"]["inputs_fingerprint"] == raft_adapter.metadata["inputs_fingerprint"]
+    assert not (result.path / "ref").exists(), "only the policy adapter is saved"
+
+
+def test_rlhf_refuses_without_the_raft_adapter(tmp_path):
+    from training.common import TrainingError
+    from training.rlhf import run_rlhf
+
+    settings = make_settings(tmp_path)
+    with pytest.raises(TrainingError, match="python -m training raft"):
+        run_rlhf(settings)
+
+
+# ------------------------------------------------------------------------------------ serving
+def test_the_engine_serves_all_three_adapters_and_each_answers_differently_from_base(demo, qlora, raft_adapter, dpo):
+    from chatbot import ChatEngine
+
+    engine = ChatEngine.from_settings(demo)
+    try:
+        assert engine.adapters == ["base", "qlora", "raft", "rlhf"], engine.adapter_errors
+        base = engine.complete(QUESTION, "base", **GREEDY)
+        for name in ("qlora", "raft", "rlhf"):
+            assert engine.complete(QUESTION, name, **GREEDY) != base, name
+    finally:
+        engine.close()
+
+
+def test_an_adapter_recorded_for_another_base_model_is_refused(demo, qlora, tmp_path):
+    from chatbot.adapters import ADAPTER_METADATA_FILE, AdapterLoadError, check_adapter_dir
+
+    other = tmp_path / "qlora"
+    shutil.copytree(demo.path("adapters") / "qlora", other)
+    metadata = json.loads((other / ADAPTER_METADATA_FILE).read_text())
+    metadata["base_model"] = "mistralai/Mistral-7B-Instruct-v0.3"
+    (other / ADAPTER_METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(AdapterLoadError, match="trained on base model 'mistralai/Mistral-7B-Instruct-v0.3'"):
+        check_adapter_dir("qlora", other, base_model=None, base_model_id=demo.get("model.base"))
+
+
+# ------------------------------------------------------------------------------------ data
+def test_the_golden_split_is_in_no_training_set(demo):
+    from datasets import load_from_disk
+
+    from training.common import TrainingError, check_no_golden
+    from training.datasets import load_golden_thread_ids
+
+    datasets_dir = demo.path("datasets")
+    golden = load_golden_thread_ids(datasets_dir)
+    assert golden
+    for name in ("sft", "raft", "preference"):
+        for split, rows in load_from_disk(str(datasets_dir / name)).items():
+            assert not golden & set(rows["thread_id"]), f"{name}/{split} holds golden threads"
+    leaked = load_from_disk(str(datasets_dir / "sft"))["train"].select(range(2))
+    leaked = leaked.map(lambda row: {"thread_id": sorted(golden)[0]})
+    with pytest.raises(TrainingError, match="golden"):
+        check_no_golden(datasets_dir, leaked)
+
+
+def test_the_pipeline_skips_every_step_whose_outputs_are_current(demo, qlora, raft_adapter, dpo):
+    from training.pipeline import run_pipeline
+
+    outcome = run_pipeline(demo, skip={"index"})
+    assert outcome.ran == []
+    assert [name for name, _ in outcome.skipped] == ["ingest", "build", "index", "qlora", "raft", "rlhf"]
+
+    # A changed dataset setting reruns build, and nothing upstream of it.
+    changed = demo.with_overrides({"data": {"datasets": {"validation_fraction": 0.2}}})
+    outcome = run_pipeline(changed, until="build")
+    assert [name for name, _ in outcome.ran] == ["build"]
+
+
+# ------------------------------------------------------------------------------------ reward model
+HELPFUL = [
+    "Take the Narita Express to Shinjuku: about 90 minutes and 3,250 yen, or the Keisei bus for 1,300 yen.",
+    "In Lisbon cards work almost everywhere, but carry 20 euros in cash for small cafes and the trams.",
+    "Two weeks is enough for Hanoi to Ho Chi Minh City if you fly the long legs and take the train to Hue.",
+    "Tipping is not expected in Japan; staff may even return the money. Good service is included.",
+    "Buy the Seoul T-money card at any convenience store and top it up with cash for buses and subways.",
+    "Book the Alhambra in Granada at least a month ahead; the Nasrid Palaces sell out first.",
+    "From Rome Fiumicino the Leonardo Express reaches Termini in 32 minutes for 14 euros.",
+    "In Iceland fill up the rental car whenever you can on the east coast: stations are far apart.",
+]
+LOW_EFFORT = ["lol idk", "no idea tbh", "who cares", "lol", "idk google it", "meh", "dunno lol", "k"]
+QUESTIONS = [
+    "How do I get from Narita to Shinjuku?", "Do I need cash in Lisbon?", "Is two weeks enough for Vietnam?",
+    "Should I tip in Japan?", "How do I pay for transport in Seoul?", "When should I book the Alhambra?",
+    "How do I get from Fiumicino to the city?", "Any driving tips for Iceland?",
+]
+
+
+def _pairs(indices):
+    return [{"prompt": [{"role": "user", "content": QUESTIONS[i]}],
+             "chosen": [{"role": "assistant", "content": HELPFUL[i]}],
+             "rejected": [{"role": "assistant", "content": LOW_EFFORT[i]}],
+             "thread_id": f"t{i}"} for i in indices]
+
+
+@pytest.fixture(scope="module")
+def clear_pairs(tmp_path_factory):
+    """Settings whose datasets are clear preference pairs plus one exported arena vote."""
+    from datasets import Dataset, DatasetDict
+
+    settings = make_settings(tmp_path_factory.mktemp("reward-home"))
+    datasets_dir = settings.path("datasets")
+    DatasetDict({"train": Dataset.from_list(_pairs(range(6)) * 2),
+                 "validation": Dataset.from_list(_pairs([6, 7]))}).save_to_disk(str(datasets_dir / "preference"))
+    DatasetDict({"train": Dataset.from_list(_pairs([0])), "validation": Dataset.from_list(_pairs([1]))}).save_to_disk(
+        str(datasets_dir / "arena_preference"))
+    (datasets_dir / "golden_thread_ids.json").write_text("[]")
+    return settings
+
+
+def test_the_reward_model_ranks_a_clear_chosen_above_a_clear_rejected(clear_pairs):
+    from training.rlhf import RewardScorer, train_reward
+
+    result = train_reward(clear_pairs)
+    metadata = result.metadata
+    assert metadata["datasets"]["arena_preference"]["rows"] == {"train": 1, "validation": 1}
+    assert metadata["metrics"]["train_pairs"] == 13  # 12 Reddit-style pairs + 1 arena vote
+    assert metadata["metrics"]["pairwise_accuracy"] == 1.0
+    assert (result.path / "adapter_model.safetensors").exists()
+
+    scorer = RewardScorer.load(clear_pairs)
+    prompt = [{"role": "system", "content": clear_pairs.get("model.system_prompt")},
+              {"role": "user", "content": "What is the best way to get around Kyoto?"}]
+    good = [{"role": "assistant", "content": "Buy a bus day pass for 700 yen and use the subway for longer hops; "
+                                             "rent a bicycle to reach the temples in the east."}]
+    bad = [{"role": "assistant", "content": "lol idk"}]
+    assert scorer.score(prompt, good) > scorer.score(prompt, bad)
+
+
+def test_online_rl_runs_grpo_from_the_raft_adapter_scored_by_the_reward_model(clear_pairs, raft_adapter, tmp_path):
+    from training.rlhf import train_online
+
+    # The reward model of the test above, and the RAFT adapter trained on the demo data.
+    assert (clear_pairs.path("adapters") / "reward" / "adapter_config.json").exists()
+    shutil.copytree(raft_adapter.path, clear_pairs.path("adapters") / "raft", dirs_exist_ok=True)
+    result = train_online(clear_pairs, output=tmp_path / "rlhf")
+    metadata = result.metadata
+    assert metadata["method"] == "grpo" and metadata["metrics"]["steps"] == 1
+    assert metadata["start_adapter"]["name"] == "raft"
+    assert metadata["metrics"]["reward_first"] is not None
+    assert (tmp_path / "rlhf" / "adapter_model.safetensors").exists()
