@@ -121,8 +121,15 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_base(config: ModelConfig, models_dir: Path, *, load_in_4bit: bool | None = None) -> LoadedBase:
-    """Load the base model once: NF4 4-bit with double quantization unless switched off."""
+def load_base(
+    config: ModelConfig, models_dir: Path, *, load_in_4bit: bool | None = None, model_class=None, **model_kwargs
+) -> LoadedBase:
+    """Load the base model once: NF4 4-bit with double quantization unless switched off.
+
+    `model_class` (default AutoModelForCausalLM) and `model_kwargs` let training load the same
+    checkpoint with the same quantization under another head, e.g. the reward model's
+    AutoModelForSequenceClassification with num_labels=1.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
@@ -130,7 +137,7 @@ def load_base(config: ModelConfig, models_dir: Path, *, load_in_4bit: bool | Non
     device = resolve_device(config.device)
     dtype = getattr(torch, config.compute_dtype)
     quantize = config.load_in_4bit if load_in_4bit is None else load_in_4bit
-    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
+    kwargs: dict = {"dtype": dtype, "device_map": {"": device}, **model_kwargs}
     if quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -139,7 +146,7 @@ def load_base(config: ModelConfig, models_dir: Path, *, load_in_4bit: bool | Non
             bnb_4bit_compute_dtype=dtype,
         )
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model = (model_class or AutoModelForCausalLM).from_pretrained(source, **kwargs)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

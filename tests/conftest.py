@@ -6,6 +6,7 @@ uses), so only the first test session on a fresh clone pays for the GGUF convers
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -22,6 +23,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(settings, engine, **build_kwargs):
+    """The real app (app.build_app) served on a free local port; yields its URL."""
+    from app import build_app
+
+    demo = build_app(settings, engine, **build_kwargs)
+    demo.queue(default_concurrency_limit=4)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="session")

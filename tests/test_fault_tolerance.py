@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_app
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Any tips for a first trip to Tokyo?"
@@ -135,14 +135,8 @@ def test_an_abandoned_stream_frees_the_model_for_the_next_request(engine):
 # ----------------------------------------------------------------------------- the served app
 @pytest.fixture(scope="module")
 def app_url(settings, engine):
-    from app import build_app
-
-    demo = build_app(settings, engine)
-    demo.queue(default_concurrency_limit=4)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with serve_app(settings, engine) as url:
+        yield url
 
 
 def _requests_queued(engine) -> int:

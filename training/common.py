@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from chatbot.adapters import ADAPTER_METADATA_FILE
-from chatbot.base_model import LoadedBase, ModelConfig, load_base, prepare_checkpoint, resolve_device
+from chatbot.base_model import LoadedBase, ModelConfig, load_base
 from settings import Settings
 from training.config import LoraSettings, RunSettings, TrainingConfig, config_hash
 
@@ -55,28 +55,19 @@ def load_training_base(settings: Settings, config: TrainingConfig, run: RunSetti
 
 
 def load_reward_base(settings: Settings, config: TrainingConfig, run: RunSettings):
-    """The same base checkpoint as a sequence classifier (one score) in 4-bit NF4, for the reward model.
-
-    chatbot.base_model loads causal LMs only; the checkpoint and quantization settings are the same.
-    """
-    import torch
+    """The same base checkpoint as a sequence classifier (one score) in 4-bit NF4, for the reward model."""
     from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForSequenceClassification
 
     model_config = training_model_config(settings, config)
-    source = prepare_checkpoint(model_config, settings.path("models"))
-    device = resolve_device(model_config.device)
-    dtype = getattr(torch, model_config.compute_dtype)
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=1, dtype=dtype, device_map={"": device}, quantization_config=quantization)
+    loaded = load_base(
+        model_config, settings.path("models"), load_in_4bit=True,
+        model_class=AutoModelForSequenceClassification, num_labels=1,
+    )
+    model, tokenizer = loaded.model, loaded.tokenizer
     model.config.pad_token_id = tokenizer.pad_token_id
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=run.gradient_checkpointing)
-    return model, tokenizer, device
+    return model, tokenizer, loaded.device
 
 
 def lora_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
