@@ -79,7 +79,23 @@ class _Request:
     cancelled: threading.Event
 
 
-class ChatEngine:
+class WholeAnswers:
+    """`complete` / `complete_rows` for any engine that streams with `generate` / `generate_rows`
+    (the local ChatEngine and chatbot.remote.RemoteEngine)."""
+
+    def complete(self, messages: list[dict], adapter: str = BASE_ADAPTER, **sampling) -> str:
+        """The whole answer at once."""
+        return "".join(self.generate(messages, adapter, **sampling))
+
+    def complete_rows(self, requests: list[tuple[list[dict], str]], **sampling) -> list[str]:
+        """Whole answers of a batched pass, in request order."""
+        answers = [""] * len(requests)
+        for row, piece in self.generate_rows(requests, **sampling):
+            answers[row] += piece
+        return answers
+
+
+class ChatEngine(WholeAnswers):
     """Serve the base model and its adapters by name."""
 
     def __init__(self, loaded: LoadedBase, *, system_prompt: str = "", sampling: SamplingConfig | None = None):
@@ -198,17 +214,6 @@ class ChatEngine:
         )
         self._requests.put(request)
         return self._stream(request)
-
-    def complete(self, messages: list[dict], adapter: str = BASE_ADAPTER, **sampling) -> str:
-        """The whole answer at once."""
-        return "".join(self.generate(messages, adapter, **sampling))
-
-    def complete_rows(self, requests: list[tuple[list[dict], str]], **sampling) -> list[str]:
-        """Whole answers of a batched pass, in request order."""
-        answers = [""] * len(requests)
-        for row, piece in self.generate_rows(requests, **sampling):
-            answers[row] += piece
-        return answers
 
     @staticmethod
     def _stream(request: _Request) -> Iterator[tuple[int, str]]:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 
 from chatbot.adapters import BASE_ADAPTER
-from chatbot.engine import GenerationError, SamplingConfig
+from chatbot.engine import GenerationError, SamplingConfig, WholeAnswers
 from settings import Settings, build_dataclass
 
 BACKENDS = ("local", "openai")
@@ -64,7 +64,7 @@ def engine_from_settings(settings: Settings):
 _END = object()
 
 
-class RemoteEngine:
+class RemoteEngine(WholeAnswers):
     """Serve our adapter names from an OpenAI-compatible server."""
 
     def __init__(
@@ -226,15 +226,6 @@ class RemoteEngine:
                     yield item
         finally:
             cancelled.set()  # the other rows stop at their next line when one fails or the reader leaves
-
-    def complete(self, messages: list[dict], adapter: str = BASE_ADAPTER, **sampling) -> str:
-        return "".join(self.generate(messages, adapter, **sampling))
-
-    def complete_rows(self, requests: list[tuple[list[dict], str]], **sampling) -> list[str]:
-        answers = [""] * len(requests)
-        for row, piece in self.generate_rows(requests, **sampling):
-            answers[row] += piece
-        return answers
 
     def close(self) -> None:
         self._http.close()
