@@ -25,6 +25,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def thread_record(thread_id, subreddit, title, body, comments, score=10, created_utc=1_700_000_000) -> dict:
+    """A cleaned thread in the schema training.ingest writes (comments best first)."""
+    return {
+        "thread_id": thread_id,
+        "subreddit": subreddit,
+        "title": title,
+        "body": body,
+        "permalink": f"https://www.reddit.com/r/{subreddit}/comments/{thread_id}/x/",
+        "score": score,
+        "num_comments": len(comments),
+        "created_utc": created_utc,
+        "comments": [
+            {"comment_id": f"c{thread_id}{i}", "body": text, "score": 10 - i, "created_utc": created_utc + 60, "depth": 0}
+            for i, text in enumerate(comments)
+        ],
+    }
+
+
 @contextlib.contextmanager
 def serve_app(settings, engine, **build_kwargs):
     """The real app (app.build_app) served on a free local port; yields its URL."""

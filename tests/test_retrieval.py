@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from settings import apply_runtime, load_settings
+from tests.conftest import thread_record
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
@@ -21,21 +22,7 @@ DEMO = REPO / "data" / "demo"
 RECALL_AT_5_THRESHOLD = 0.75
 
 
-def _thread(thread_id, subreddit, title, body, comments, score=10, created_utc=1_700_000_000):
-    return {
-        "thread_id": thread_id,
-        "subreddit": subreddit,
-        "title": title,
-        "body": body,
-        "permalink": f"https://www.reddit.com/r/{subreddit}/comments/{thread_id}/x/",
-        "score": score,
-        "num_comments": len(comments),
-        "created_utc": created_utc,
-        "comments": [
-            {"comment_id": f"c{thread_id}{i}", "body": text, "score": 10 - i, "created_utc": created_utc + 60, "depth": 0}
-            for i, text in enumerate(comments)
-        ],
-    }
+_thread = thread_record
 
 
 LONG_REPLY = " ".join(
