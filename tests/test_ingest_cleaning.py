@@ -14,7 +14,8 @@ import praw
 import pytest
 import zstandard as zstd
 
-from training.cleaning import CleaningConfig, ThreadBuilder, clean_text, coerce_int, full_permalink
+from training.cleaning import CleaningConfig, ThreadBuilder, coerce_int, full_permalink
+from training.text_cleaning import clean_text
 from training.ingest import IngestError, ingest_to_threads, load_report
 from training.reddit_api import (
     MissingCredentialsError,
