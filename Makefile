@@ -23,7 +23,7 @@ test: setup-test
 
 setup: $(STAMPS)/runtime
 
-setup-test: $(STAMPS)/runtime $(STAMPS)/dev $(STAMPS)/chromium
+setup-test: $(STAMPS)/runtime $(STAMPS)/dev $(STAMPS)/chromium $(STAMPS)/postgres
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ $(STAMPS)/chromium: | $(STAMPS)/venv
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	touch $@
+
+# The vote store tests start a throwaway PostgreSQL server from Debian's binaries
+# (tests/postgres_server.py runs initdb and pg_ctl from /usr/lib/postgresql/*/bin).
+$(STAMPS)/postgres: | $(STAMPS)/venv
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 	touch $@
 
 clean:

@@ -2,7 +2,9 @@
 
 Modules (one concern each; import them directly, this package imports nothing heavy):
     arena.config       ArenaConfig.from_settings(settings)          the `arena` YAML section
-    arena.store        SQLiteVoteStore / open_vote_store(settings)   votes (VoteStore protocol)
+    arena.store        open_vote_store(settings), VoteStore         votes: records, schema, shared rules
+      .store_sqlite    SQLiteVoteStore                              default backend (paths.votes)
+      .store_postgres  PostgresVoteStore                            arena.vote_store: postgres
     arena.sessions     salted session hashes, RateLimiter, flagged_sessions
     arena.battle       pick_pair, stream_battle, Arena               two models, same context
     arena.leaderboard  compute_leaderboard, write_plots              Bradley-Terry + Elo

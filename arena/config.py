@@ -8,6 +8,8 @@ from pathlib import Path
 
 from settings import ConfigError, Settings, build_dataclass
 
+VOTE_STORES = ("sqlite", "postgres")
+
 
 @dataclasses.dataclass(frozen=True)
 class ArenaConfig:
@@ -19,8 +21,14 @@ class ArenaConfig:
     use_retrieval: bool = True  # both sides answer with the same retrieved documents
     sampling: dict = dataclasses.field(default_factory=dict)  # overrides of `generation` for battles
     max_question_chars: int = 4000
+    # Where votes are stored: "sqlite" (the file at paths.votes) or "postgres" (a PostgreSQL
+    # database whose DSN, credentials included, is read from the environment variable named by
+    # postgres_dsn_env, never from the configuration file).
+    vote_store: str = "sqlite"
+    postgres_dsn_env: str = "WAYFARER_VOTES_DSN"
     # The salt that turns a Gradio session id into the stored session hash is read from this
-    # environment variable; when it is unset a random salt is created once next to the vote store.
+    # environment variable; when it is unset a random salt is created once and kept by the vote
+    # store (SQLite: a private file next to it; PostgreSQL: in the database).
     session_salt_env: str = "WAYFARER_SESSION_SALT"
     max_votes_per_minute: int = 10  # per session; further votes are refused for a while
     # A session that voted on `abuse_votes` battles within `abuse_minutes` is flagged, and
@@ -35,6 +43,10 @@ class ArenaConfig:
     export_validation_fraction: float = 0.1  # share of conversations in the validation split
 
     def __post_init__(self) -> None:
+        if self.vote_store not in VOTE_STORES:
+            raise ConfigError(f"arena.vote_store must be one of {', '.join(VOTE_STORES)}, got {self.vote_store!r}")
+        if not isinstance(self.postgres_dsn_env, str) or not self.postgres_dsn_env.strip():
+            raise ConfigError("arena.postgres_dsn_env must name an environment variable")
         for name, weight in self.sampling_weights.items():
             if not isinstance(weight, (int, float)) or weight < 0 or not math.isfinite(weight):
                 raise ConfigError(f"arena.sampling_weights.{name} must be a number >= 0, got {weight!r}")

@@ -22,9 +22,15 @@ import numpy as np
 SESSION_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+def session_salt_from_env(env_var: str) -> str | None:
+    """The salt set in the environment variable `env_var`, or None when it is unset or blank.
+    Every vote store backend gives this precedence over the salt it keeps itself."""
+    return os.environ.get(env_var, "").strip() or None
+
+
 def load_session_salt(env_var: str, salt_file: Path | None) -> str:
     """The salt from `env_var`, else from `salt_file` (created once, private to the owner)."""
-    from_env = os.environ.get(env_var, "").strip()
+    from_env = session_salt_from_env(env_var)
     if from_env:
         return from_env
     if salt_file is None:

@@ -1,22 +1,27 @@
 """The durable vote store: one row per battle (one turn of a side-by-side conversation), one per vote.
 
-SQLite by default: WAL so readers never block the writer, synchronous=FULL so a vote that was
-acknowledged survives a power cut, one short IMMEDIATE transaction per write, and a busy timeout
-so concurrent voters queue instead of failing. Everything above the store talks to the `VoteStore`
-protocol, so another backend (PostgreSQL) can be added and run through the same tests.
+Two backends share one schema and every rule below (validation, rejection reasons, one short
+transaction per write, the identical vote twice counted once) and differ only in connections and
+SQL dialect:
+
+    arena.store_sqlite    SQLiteVoteStore    one file at paths.votes (the default): WAL, synchronous=FULL
+    arena.store_postgres  PostgresVoteStore  a PostgreSQL database (arena.vote_store: postgres)
+
+Everything above the store talks to the `VoteStore` protocol; `open_vote_store(settings)` returns
+the configured backend. Both backend classes are importable from here as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-import sqlite3
+import os
 import time
 import uuid
 from collections.abc import Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from arena.sessions import check_session_hash
 
@@ -120,9 +125,16 @@ class VoteStore(Protocol):
 
     def votes(self) -> list[VoteRow]: ...
 
+    def session_salt(self, env_var: str) -> str:
+        """The salt for session hashes: the environment variable `env_var` when set, else one
+        the store keeps (created once; every process on the same store gets the same one)."""
+        ...
+
     def close(self) -> None: ...
 
 
+# The one schema of every backend. {real} is the backend's 8-byte float type; JSON columns are
+# TEXT holding json.dumps output, so every backend reads back exactly the records it was given.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS battles (
@@ -137,10 +149,10 @@ CREATE TABLE IF NOT EXISTS battles (
     messages_b      TEXT NOT NULL,
     doc_ids         TEXT NOT NULL,
     sampling        TEXT NOT NULL,
-    created_at      REAL NOT NULL,
+    created_at      {real} NOT NULL,
     answer_a        TEXT,
     answer_b        TEXT,
-    finished_at     REAL,
+    finished_at     {real},
     UNIQUE (conversation_id, turn)
 );
 CREATE INDEX IF NOT EXISTS battles_by_conversation ON battles (conversation_id, turn);
@@ -148,7 +160,7 @@ CREATE TABLE IF NOT EXISTS votes (
     battle_id    TEXT PRIMARY KEY REFERENCES battles (battle_id),
     session_hash TEXT NOT NULL,
     vote         TEXT NOT NULL CHECK (vote IN ('model_a', 'model_b', 'tie', 'both_bad')),
-    voted_at     REAL NOT NULL
+    voted_at     {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS votes_by_time ON votes (voted_at);
 """
@@ -160,7 +172,12 @@ _BATTLE_COLUMNS = (
 )
 
 
-def _battle_from_row(row: tuple) -> BattleRecord:
+def schema_statements(real_type: str) -> list[str]:
+    """The schema as single statements, with `real_type` for the float columns."""
+    return [s.strip() for s in _SCHEMA.format(real=real_type).split(";") if s.strip()]
+
+
+def _battle_from_row(row: Sequence) -> BattleRecord:
     return BattleRecord(
         battle_id=row[0],
         conversation_id=row[1],
@@ -182,67 +199,54 @@ def _battle_from_row(row: tuple) -> BattleRecord:
     )
 
 
-class SQLiteVoteStore:
-    """`VoteStore` on one SQLite file. Safe to share between threads: each call opens its own
-    connection (cheap for SQLite), so no connection is ever used by two threads."""
+class SQLVoteStore:
+    """The rules of the vote store, written once for every SQL backend.
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_s = busy_timeout_s
-        with self._connect() as conn:
-            # WAL is a property of the file: set once, every later connection uses it.
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise RuntimeError(f"vote store {self.path}: could not enable WAL (got {mode})")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+    SQL here uses `?` placeholders and `{lock}` after a SELECT whose rows a write decides on.
+    A backend sets `real_type` and `integrity_errors`, and implements `_transaction` (one
+    transaction, committed when the block ends, rolled back on any exception), `_reading` (a
+    connection for reads), `_translate` (placeholders) and `lock_clause` (" FOR UPDATE" where
+    row locks exist; "" where a write transaction already excludes every other writer).
+    Connections only need `execute(sql, params)` returning a cursor with fetchone/fetchall.
+    """
+
+    real_type = "REAL"
+    lock_clause = ""
+    integrity_errors: tuple[type[BaseException], ...] = ()
+
+    # ------------------------------------------------------------------------------- backend
+    def _transaction(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _translate(self, sql: str) -> str:
+        return sql
+
+    def _prepare_schema(self, conn) -> None:
+        """Run first inside the schema transaction (e.g. a lock so concurrent starts queue)."""
+
+    def describe(self) -> str:
+        """Where the store is, for messages (never a password)."""
+        raise NotImplementedError
+
+    def _execute(self, conn, sql: str, params: Sequence = ()):
+        return conn.execute(self._translate(sql.replace("{lock}", self.lock_clause)), tuple(params))
+
+    def _create_schema(self) -> None:
+        with self._transaction() as conn:
+            self._prepare_schema(conn)
+            for statement in schema_statements(self.real_type):
+                self._execute(conn, statement)
+            versions = [r[0] for r in self._execute(conn, "SELECT version FROM schema_version").fetchall()]
             if not versions:
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif max(versions) > SCHEMA_VERSION:
-                conn.execute("ROLLBACK")
+                self._execute(conn, "INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif max(versions) > SCHEMA_VERSION:  # raising rolls the transaction back
                 raise RuntimeError(
-                    f"vote store {self.path} has schema version {max(versions)}, newer than this code "
+                    f"vote store {self.describe()} has schema version {max(versions)}, newer than this code "
                     f"({SCHEMA_VERSION}); upgrade Wayfarer"
                 )
-            conn.execute("COMMIT")
-
-    @property
-    def salt_file(self) -> Path:
-        """Where the session salt lives when it is not given in the environment."""
-        return self.path.with_name(self.path.name + ".salt")
-
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write.
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
-
-    @contextmanager
-    def _transaction(self):
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-
-    def journal_mode(self) -> str:
-        conn = self._connect()
-        try:
-            return conn.execute("PRAGMA journal_mode").fetchone()[0]
-        finally:
-            conn.close()
 
     # ------------------------------------------------------------------------------- writes
     def create_battle(
@@ -268,16 +272,18 @@ class SQLiteVoteStore:
         conversation_id = conversation_id or battle_id
         with self._transaction() as conn:
             if turn > 0:
-                previous = conn.execute(
-                    "SELECT model_a, model_b, session_hash FROM battles WHERE conversation_id = ? AND turn = ?",
+                previous = self._execute(
+                    conn,
+                    "SELECT model_a, model_b, session_hash FROM battles WHERE conversation_id = ? AND turn = ?{lock}",
                     (conversation_id, turn - 1),
                 ).fetchone()
                 if previous is None:
                     raise BattleError(f"conversation {conversation_id} has no turn {turn - 1} to follow")
-                if previous != (model_a, model_b, session):
+                if tuple(previous) != (model_a, model_b, session):
                     raise BattleError("a follow-up turn must keep the same session and the same two models on the same sides")
             try:
-                conn.execute(
+                self._execute(
+                    conn,
                     "INSERT INTO battles (battle_id, conversation_id, turn, session_hash, question, model_a, model_b, "
                     "messages_a, messages_b, doc_ids, sampling, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
@@ -295,15 +301,15 @@ class SQLiteVoteStore:
                         time.time(),
                     ),
                 )
-            except sqlite3.IntegrityError as err:
+            except self.integrity_errors as err:
                 raise BattleError(f"conversation {conversation_id} already has a turn {turn}") from err
         return battle_id
 
     def finish_battle(self, battle_id: str, answer_a: str, answer_b: str) -> BattleRecord:
         """Store both complete answers; only a finished battle can be voted on."""
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT answer_a, answer_b, finished_at FROM battles WHERE battle_id = ?", (battle_id,)
+            row = self._execute(
+                conn, "SELECT answer_a, answer_b, finished_at FROM battles WHERE battle_id = ?{lock}", (battle_id,)
             ).fetchone()
             if row is None:
                 raise BattleError(f"unknown battle {battle_id!r}")
@@ -311,7 +317,8 @@ class SQLiteVoteStore:
                 if (row[0], row[1]) != (answer_a, answer_b):
                     raise BattleError(f"battle {battle_id} is already finished with other answers")
             else:
-                conn.execute(
+                self._execute(
+                    conn,
                     "UPDATE battles SET answer_a = ?, answer_b = ?, finished_at = ? WHERE battle_id = ?",
                     (answer_a, answer_b, time.time(), battle_id),
                 )
@@ -320,13 +327,18 @@ class SQLiteVoteStore:
     def record_vote(self, battle_id: str, vote: str, session: str) -> VoteReceipt:
         """Record one vote per battle. The identical vote again returns the stored one
         (`duplicate=True`); a different vote, an unfinished or unknown battle, or another
-        session's battle raises VoteRejected and changes nothing."""
+        session's battle raises VoteRejected and changes nothing.
+
+        The battle row is read under the write lock (the row lock on PostgreSQL), so of two
+        concurrent votes on one battle the second waits and then sees the first."""
         if vote not in VOTE_CHOICES:
             raise VoteRejected(VoteRejected.INVALID_VOTE, f"vote must be one of {', '.join(VOTE_CHOICES)}, got {vote!r}")
         check_session_hash(session)
         with self._transaction() as conn:
-            battle = conn.execute(
-                "SELECT session_hash, finished_at, model_a, model_b FROM battles WHERE battle_id = ?", (battle_id,)
+            battle = self._execute(
+                conn,
+                "SELECT session_hash, finished_at, model_a, model_b FROM battles WHERE battle_id = ?{lock}",
+                (battle_id,),
             ).fetchone()
             if battle is None:
                 raise VoteRejected(VoteRejected.UNKNOWN_BATTLE, f"there is no battle {battle_id!r}")
@@ -335,7 +347,7 @@ class SQLiteVoteStore:
                 raise VoteRejected(VoteRejected.WRONG_SESSION, "this battle belongs to another session")
             if finished_at is None:
                 raise VoteRejected(VoteRejected.UNFINISHED, "both answers must be complete before voting")
-            existing = conn.execute("SELECT vote, voted_at FROM votes WHERE battle_id = ?", (battle_id,)).fetchone()
+            existing = self._execute(conn, "SELECT vote, voted_at FROM votes WHERE battle_id = ?", (battle_id,)).fetchone()
             if existing is not None:
                 if existing[0] != vote:
                     raise VoteRejected(
@@ -343,7 +355,8 @@ class SQLiteVoteStore:
                     )
                 return VoteReceipt(battle_id, existing[0], existing[1], model_a, model_b, duplicate=True)
             voted_at = time.time()
-            conn.execute(
+            self._execute(
+                conn,
                 "INSERT INTO votes (battle_id, session_hash, vote, voted_at) VALUES (?,?,?,?)",
                 (battle_id, session, vote, voted_at),
             )
@@ -351,15 +364,13 @@ class SQLiteVoteStore:
 
     # ------------------------------------------------------------------------------- reads
     def _select_battles(self, where: str = "", params: tuple = ()) -> list[BattleRecord]:
-        conn = self._connect()
-        try:
-            rows = conn.execute(
+        with self._reading() as conn:
+            rows = self._execute(
+                conn,
                 f"SELECT {_BATTLE_COLUMNS} FROM battles b LEFT JOIN votes v ON v.battle_id = b.battle_id "
                 f"{where} ORDER BY b.created_at, b.turn",
                 params,
             ).fetchall()
-        finally:
-            conn.close()
         return [_battle_from_row(row) for row in rows]
 
     def battle(self, battle_id: str) -> BattleRecord | None:
@@ -373,20 +384,53 @@ class SQLiteVoteStore:
         return self._select_battles("WHERE v.vote IS NOT NULL" if voted_only else "")
 
     def votes(self) -> list[VoteRow]:
-        conn = self._connect()
-        try:
-            rows = conn.execute(
+        with self._reading() as conn:
+            rows = self._execute(
+                conn,
                 "SELECT v.battle_id, v.session_hash, b.model_a, b.model_b, v.vote, v.voted_at, b.turn "
-                "FROM votes v JOIN battles b ON b.battle_id = v.battle_id ORDER BY v.voted_at, v.battle_id"
+                "FROM votes v JOIN battles b ON b.battle_id = v.battle_id ORDER BY v.voted_at, v.battle_id",
             ).fetchall()
-        finally:
-            conn.close()
         return [VoteRow(*row) for row in rows]
 
+    def session_salt(self, env_var: str) -> str:
+        raise NotImplementedError
+
     def close(self) -> None:
-        """Nothing stays open between calls; kept for the protocol (a server backend has a pool)."""
+        """Release what the backend keeps open between calls."""
 
 
-def open_vote_store(settings) -> SQLiteVoteStore:
-    """The configured vote store (SQLite at paths.votes)."""
+VOTE_STORE_BACKENDS = {
+    "sqlite": ("arena.store_sqlite", "SQLiteVoteStore"),
+    "postgres": ("arena.store_postgres", "PostgresVoteStore"),
+}
+
+
+def __getattr__(name: str):
+    # `from arena.store import SQLiteVoteStore` keeps working; a backend module (and its driver,
+    # psycopg for PostgreSQL) is imported only when it is used.
+    for module, class_name in VOTE_STORE_BACKENDS.values():
+        if name == class_name:
+            return getattr(importlib.import_module(module), class_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_vote_store(settings) -> VoteStore:
+    """The configured vote store: arena.vote_store `sqlite` (the file at paths.votes) or
+    `postgres` (the DSN is read from the environment variable named by arena.postgres_dsn_env)."""
+    from arena.config import ArenaConfig
+
+    config = ArenaConfig.from_settings(settings)
+    if config.vote_store == "postgres":
+        dsn = os.environ.get(config.postgres_dsn_env, "").strip()
+        if not dsn:
+            raise RuntimeError(
+                f"arena.vote_store is postgres but the environment variable {config.postgres_dsn_env} "
+                "(arena.postgres_dsn_env) is not set: set it to the database's DSN, e.g. "
+                "postgresql://user:password@host:5432/wayfarer"
+            )
+        from arena.store_postgres import PostgresVoteStore
+
+        return PostgresVoteStore(dsn)
+    from arena.store_sqlite import SQLiteVoteStore
+
     return SQLiteVoteStore(settings.path("votes"))

@@ -15,7 +15,7 @@ import gradio as gr
 from arena.battle import Arena, BattleFailed, NotEnoughModelsError
 from arena.config import ArenaConfig
 from arena.leaderboard import Leaderboard, leaderboard_from_store, write_plots
-from arena.sessions import RateLimiter, hash_session, load_session_salt
+from arena.sessions import RateLimiter, hash_session
 from arena.store import VoteRejected, VoteStore
 
 VOTE_BUTTONS = (
@@ -46,7 +46,7 @@ def build_arena_tab(engine, store: VoteStore, rag, config: ArenaConfig) -> None:
     from chatbot.engine import GenerationError
 
     arena = Arena(engine, store, rag, config)
-    salt = load_session_salt(config.session_salt_env, getattr(store, "salt_file", None))
+    salt = store.session_salt(config.session_salt_env)
     vote_limit = RateLimiter(config.max_votes_per_minute, 60.0)
     # What each side looked like on screen (RAG post-processing included), so later turns can
     # redraw earlier ones; bounded, falls back to the stored raw answers.

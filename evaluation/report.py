@@ -117,13 +117,19 @@ def human_votes(settings: Settings, store=None) -> HumanVotes:
     from arena.config import ArenaConfig
     from arena.leaderboard import leaderboard_from_store
 
+    arena_config = ArenaConfig.from_settings(settings)
+    opened = None
     if store is None:
-        if not settings.path("votes").exists():
-            return HumanVotes(None, 0)
+        if arena_config.vote_store == "sqlite" and not settings.path("votes").exists():
+            return HumanVotes(None, 0)  # nobody voted yet: do not create an empty store
         from arena.store import open_vote_store
 
-        store = open_vote_store(settings)
-    board = leaderboard_from_store(store, ArenaConfig.from_settings(settings))
+        store = opened = open_vote_store(settings)
+    try:
+        board = leaderboard_from_store(store, arena_config)
+    finally:
+        if opened is not None:
+            opened.close()  # a PostgreSQL store holds pooled connections
     return HumanVotes(board if board.votes_used else None, board.votes_used)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,26 @@ def engine(settings, adapters_dir):
     served = ChatEngine.from_settings(settings, adapters_dir=adapters_dir)
     yield served
     served.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for this test session (tests/postgres_server.py). Missing
+    binaries fail the tests that need it: CI must run them, and `make test` installs them."""
+    from tests.postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as err:
+        pytest.fail(str(err), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server):
+    """The DSN of a fresh, empty database on the session's server, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    dsn = postgres_server.create_database(name)
+    yield dsn
+    postgres_server.drop_database(name)

@@ -1,4 +1,5 @@
-"""The arena vote store on real SQLite, session identity, rate limits and battle pairing."""
+"""The arena vote store on real SQLite and a real PostgreSQL server (tests/postgres_server.py),
+session identity, rate limits and battle pairing. Every store test runs on both backends."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 
 from arena.battle import NotEnoughModelsError, pick_pair
 from arena.sessions import RateLimiter, flagged_sessions, hash_session, load_session_salt
-from arena.store import BattleError, SQLiteVoteStore, VoteRejected
+from arena.store import BattleError, PostgresVoteStore, SQLiteVoteStore, VoteRejected, open_vote_store
+from settings import ConfigError, load_settings
 
 SALT = "test-salt"
 
@@ -37,15 +40,50 @@ def new_battle(store, who="alice", question="Is the JR pass worth it?", **change
     return store.create_battle(**fields)
 
 
+class Backend:
+    """One empty vote store location on one backend: `open()` gives a store object on it (as a
+    separate process would have), `sql()` runs raw SQL there and returns the rows."""
+
+    def __init__(self, name: str, location):
+        self.name = name
+        self.location = location
+        self._opened: list = []
+
+    def open(self):
+        store = SQLiteVoteStore(self.location) if self.name == "sqlite" else PostgresVoteStore(self.location)
+        self._opened.append(store)
+        return store
+
+    def sql(self, statement: str) -> list[tuple]:
+        if self.name == "sqlite":
+            with sqlite3.connect(self.location) as conn:
+                return conn.execute(statement).fetchall()
+        with psycopg.connect(self.location, autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def close_all(self) -> None:
+        for store in self._opened:
+            store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path):
+    if request.param == "sqlite":
+        location = tmp_path / "votes.sqlite3"
+    else:
+        location = request.getfixturevalue("postgres_dsn")  # a fresh database on the test server
+    opened = Backend(request.param, location)
+    yield opened
+    opened.close_all()
+
+
 @pytest.fixture
-def store(tmp_path):
-    return SQLiteVoteStore(tmp_path / "votes.sqlite3")
+def store(backend):
+    return backend.open()
 
 
-def test_store_uses_wal_and_records_every_field(store, tmp_path):
-    assert store.journal_mode().lower() == "wal"
-    with sqlite3.connect(tmp_path / "votes.sqlite3") as raw:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+def test_store_records_every_field(store, backend):
     battle_id = new_battle(store)
     assert len(battle_id) == 32 and int(battle_id, 16) >= 0  # uuid4 hex
     store.finish_battle(battle_id, "Yes if you travel far.", "It depends.")
@@ -55,12 +93,38 @@ def test_store_uses_wal_and_records_every_field(store, tmp_path):
     record = store.battle(battle_id)
     assert record.question == "Is the JR pass worth it?"
     assert (record.answer_a, record.answer_b) == ("Yes if you travel far.", "It depends.")
-    assert record.doc_ids == ["abc1-0", "xyz9-2"] and record.sampling["max_new_tokens"] == 64
+    assert record.doc_ids == ["abc1-0", "xyz9-2"] and record.sampling == {"temperature": 0.7, "max_new_tokens": 64}
+    assert record.messages_a == [{"role": "user", "content": "Is the JR pass worth it?"}]
     assert record.session_hash == session("alice") and "alice" not in record.session_hash
     assert record.created_at <= record.finished_at <= record.voted_at and record.vote == "model_a"
+    assert record.voted_at == receipt.voted_at  # floats come back exactly
     assert [v.battle_id for v in store.votes()] == [battle_id]
-    # A second store object on the same file (another process) sees the same data.
-    assert SQLiteVoteStore(tmp_path / "votes.sqlite3").battle(battle_id) == record
+    assert store.battles(voted_only=True) == [record] and store.battles() == [record]
+    assert store.battle("0" * 32) is None
+    # A second store object on the same location (another process) sees the same data.
+    assert backend.open().battle(battle_id) == record
+
+
+def test_the_schema_is_versioned_and_a_newer_one_is_refused(store, backend):
+    assert backend.sql("SELECT version FROM schema_version") == [(1,)]
+    tables = (
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+        if backend.name == "sqlite"
+        else "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    )
+    assert {"schema_version", "battles", "votes"} <= {row[0] for row in backend.sql(tables)}
+    backend.open()  # opening again keeps the one version row
+    assert backend.sql("SELECT version FROM schema_version") == [(1,)]
+    backend.sql("INSERT INTO schema_version (version) VALUES (2)")
+    with pytest.raises(RuntimeError, match="schema version 2, newer than this code"):
+        backend.open()
+
+
+def test_sqlite_store_uses_wal(tmp_path):
+    store = SQLiteVoteStore(tmp_path / "votes.sqlite3")
+    assert store.journal_mode().lower() == "wal"
+    with sqlite3.connect(tmp_path / "votes.sqlite3") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
 
 
 def test_rejected_votes_have_clear_reasons_and_change_nothing(store):
@@ -103,9 +167,8 @@ def test_raw_identifiers_are_refused_as_sessions(store):
         new_battle(store, model_b="raft")
 
 
-def test_fifty_concurrent_voters_are_all_stored_exactly_once(tmp_path):
-    path = tmp_path / "votes.sqlite3"
-    setup = SQLiteVoteStore(path)
+def test_fifty_concurrent_voters_are_all_stored_exactly_once(backend):
+    setup = backend.open()
     battles = []
     for i in range(50):
         battle_id = new_battle(setup, who=f"voter{i}")
@@ -115,7 +178,7 @@ def test_fifty_concurrent_voters_are_all_stored_exactly_once(tmp_path):
 
     def vote_twice(item):
         battle_id, who, choice = item
-        client = SQLiteVoteStore(path)  # one store (connection set) per client, like separate processes
+        client = backend.open()  # one store (connection set) per client, like separate processes
         start.wait()
         first = client.record_vote(battle_id, choice, session(who))
         second = client.record_vote(battle_id, choice, session(who))  # a double click
@@ -129,6 +192,39 @@ def test_fifty_concurrent_voters_are_all_stored_exactly_once(tmp_path):
     assert Counter(v.vote for v in stored) == {"model_a": 13, "model_b": 13, "tie": 12, "both_bad": 12}
 
 
+def test_concurrent_votes_on_one_battle_count_once(backend):
+    """Many tabs of one session vote on the same battle at the same moment: exactly one vote is
+    stored, the same choice again is a duplicate, the other choice is refused. Half the voters
+    share one store (its connection pool), half have their own (separate processes)."""
+    store = backend.open()
+    battle_id = new_battle(store)
+    store.finish_battle(battle_id, "a", "b")
+    voters = 24
+    start = threading.Barrier(voters)
+
+    def vote(i):
+        choice = ("model_a", "model_b")[i % 2]
+        client = store if i % 4 < 2 else backend.open()
+        assert client.battle(battle_id).finished  # connected and warm before the race starts
+        start.wait()
+        try:
+            receipt = client.record_vote(battle_id, choice, session("alice"))
+        except VoteRejected as err:
+            return choice, err.reason
+        return choice, receipt
+
+    with ThreadPoolExecutor(max_workers=voters) as pool:
+        outcomes = list(pool.map(vote, range(voters)))
+    receipts = [r for _, r in outcomes if not isinstance(r, str)]
+    winners = [r for r in receipts if not r.duplicate]
+    assert len(winners) == 1
+    won = winners[0].vote
+    assert all(r.vote == won and r.voted_at == winners[0].voted_at for r in receipts)
+    assert len(receipts) == voters // 2  # every voter with the winning choice got a receipt
+    assert all(reason == VoteRejected.ALREADY_VOTED for choice, reason in outcomes if isinstance(reason, str))
+    assert [(v.battle_id, v.vote) for v in store.votes()] == [(battle_id, won)]
+
+
 def test_follow_up_turns_keep_the_pair_and_sides(store):
     first = new_battle(store)
     record = store.battle(first)
@@ -138,6 +234,63 @@ def test_follow_up_turns_keep_the_pair_and_sides(store):
         new_battle(store, conversation_id=record.conversation_id, turn=2, model_a="base", model_b="raft")
     with pytest.raises(BattleError, match="no turn 4"):
         new_battle(store, conversation_id=record.conversation_id, turn=5)
+
+
+def test_store_keeps_one_session_salt_unless_the_environment_sets_it(backend, monkeypatch):
+    monkeypatch.delenv("ARENA_TEST_SALT", raising=False)
+    backend.open()  # the schema exists; now several processes start at once
+    starters = 8
+    start = threading.Barrier(starters)
+
+    def first_start(_):
+        client = backend.open()
+        start.wait()
+        return client.session_salt("ARENA_TEST_SALT")
+
+    with ThreadPoolExecutor(max_workers=starters) as pool:
+        salts = set(pool.map(first_start, range(starters)))
+    assert len(salts) == 1  # they all agree on the one salt created first
+    salt = salts.pop()
+    assert len(salt) == 64 and int(salt, 16) >= 0
+    assert backend.open().session_salt("ARENA_TEST_SALT") == salt  # kept by the store
+    if backend.name == "sqlite":
+        assert (backend.location.parent / "votes.sqlite3.salt").read_text() == salt
+    monkeypatch.setenv("ARENA_TEST_SALT", "from-env")
+    assert backend.open().session_salt("ARENA_TEST_SALT") == "from-env"
+
+
+def test_open_vote_store_picks_the_backend_from_the_configuration(postgres_dsn, tmp_path, monkeypatch):
+    for name in ("WAYFARER__ARENA__VOTE_STORE", "WAYFARER__ARENA__POSTGRES_DSN_ENV", "WAYFARER_VOTES_DSN"):
+        monkeypatch.delenv(name, raising=False)
+    home = {"paths": {"home": str(tmp_path / "home")}}
+    sqlite_store = open_vote_store(load_settings(profile="local", overrides=home))
+    assert isinstance(sqlite_store, SQLiteVoteStore) and sqlite_store.path == tmp_path / "home" / "votes.sqlite3"
+
+    monkeypatch.setenv("WAYFARER__ARENA__VOTE_STORE", "postgres")
+    with pytest.raises(RuntimeError, match="WAYFARER_VOTES_DSN"):
+        open_vote_store(load_settings(profile="local", overrides=home))
+    monkeypatch.setenv("WAYFARER__ARENA__POSTGRES_DSN_ENV", "MY_VOTES_DSN")
+    monkeypatch.delenv("MY_VOTES_DSN", raising=False)
+    with pytest.raises(RuntimeError, match="MY_VOTES_DSN"):
+        open_vote_store(load_settings(profile="local", overrides=home))
+
+    monkeypatch.setenv("MY_VOTES_DSN", postgres_dsn)
+    store = open_vote_store(load_settings(profile="local", overrides=home))
+    try:
+        assert isinstance(store, PostgresVoteStore)
+        battle_id = new_battle(store)
+    finally:
+        store.close()
+    direct = PostgresVoteStore(postgres_dsn)
+    try:
+        assert direct.battle(battle_id).question == "Is the JR pass worth it?"
+    finally:
+        direct.close()
+    assert sqlite_store.battles() == []  # the battle went to PostgreSQL
+
+    monkeypatch.setenv("WAYFARER__ARENA__VOTE_STORE", "mysql")
+    with pytest.raises(ConfigError, match="arena.vote_store must be one of sqlite, postgres"):
+        open_vote_store(load_settings(profile="local", overrides=home))
 
 
 def test_session_salt_comes_from_the_environment_or_a_private_file(tmp_path, monkeypatch):

@@ -1,6 +1,10 @@
-"""A burst of arena votes on the real SQLite store, for the kill -9 test.
+"""A burst of arena votes on the configured vote store, for the kill -9 test.
 
     python -m tests.vote_burst VOTES_PATH [COUNT]
+
+The store is the one `open_vote_store` opens from the settings, with paths.votes = VOTES_PATH:
+SQLite there by default; PostgreSQL with WAYFARER__ARENA__VOTE_STORE=postgres and the DSN in
+WAYFARER_VOTES_DSN (VOTES_PATH then only names the burst's session).
 
 Creates a finished battle and votes on it, COUNT times (0 = until killed). A battle id is
 printed (and flushed) only after `record_vote` returned, so every line on stdout is a vote the
@@ -14,13 +18,14 @@ import hashlib
 import itertools
 import sys
 
-from arena.store import VOTE_CHOICES, SQLiteVoteStore
+from arena.store import VOTE_CHOICES, open_vote_store
+from settings import load_settings
 
 
 def main(argv: list[str]) -> int:
     path = argv[0]
     count = int(argv[1]) if len(argv) > 1 else 0
-    store = SQLiteVoteStore(path)
+    store = open_vote_store(load_settings(overrides={"paths": {"votes": path}}))
     session = hashlib.sha256(f"burst:{path}".encode()).hexdigest()
     numbers = range(count) if count else itertools.count()
     print("ready", flush=True)
@@ -35,6 +40,7 @@ def main(argv: list[str]) -> int:
         store.record_vote(battle_id, vote, session)
         sys.stdout.write(f"{battle_id} {vote}\n")
         sys.stdout.flush()
+    store.close()
     return 0
 
 
