@@ -1,4 +1,4 @@
-"""python -m arena export | leaderboard"""
+"""python -m arena export [--push-to-hub OWNER/NAME [--private]] | leaderboard"""
 
 from __future__ import annotations
 
@@ -15,13 +15,30 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write the votes as preference (DPO) and negative (KTO) datasets")
     export.add_argument("--output", type=Path, help="datasets folder (default: paths.datasets)")
+    export.add_argument(
+        "--push-to-hub", metavar="REPO_ID",
+        help="also push both datasets to this Hugging Face Hub dataset repository (token: the HF_TOKEN variable)",
+    )
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     board = commands.add_parser("leaderboard", help="print the ratings and write the plots")
     board.add_argument("--output", type=Path, help="plot folder (default: arena.leaderboard_dir)")
     board.add_argument("--rounds", type=int, help="bootstrap rounds (default: arena.bootstrap_rounds)")
     args = parser.parse_args(argv)
+    if args.command == "export" and args.private and not args.push_to_hub:
+        parser.error("--private only applies with --push-to-hub")
 
     settings = load_settings(profile=args.profile)
     apply_runtime(settings)
+    if args.command == "export" and args.push_to_hub:
+        from arena.export import hub_push_problems, valid_repo_id
+
+        if not valid_repo_id(args.push_to_hub):
+            parser.error(f"--push-to-hub {args.push_to_hub!r}: a Hub dataset id like owner/name")
+        problems = hub_push_problems(settings)  # before any work, and without any network call
+        if problems:
+            for problem in problems:
+                print(f"error: cannot push to the Hub: {problem}", file=sys.stderr)
+            return 2
     from arena.config import ArenaConfig
     from arena.store import open_vote_store
 
@@ -32,11 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     store = open_vote_store(settings)
     if args.command == "export":
-        from arena.export import export_votes
-
-        report = export_votes(store, config, args.output or settings.path("datasets"))
-        print(report.summary())
-        return 0
+        return _export(args, store, config, settings)
 
     from arena.leaderboard import compute_leaderboard, write_plots
 
@@ -56,6 +69,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     ratings, heatmap = write_plots(board_data, args.output or Path(config.leaderboard_dir))
     print(f"plots: {ratings} {heatmap}")
+    return 0
+
+
+def _export(args, store, config, settings) -> int:
+    import os
+
+    from arena.export import HUB_TOKEN_ENV, HubPushError, hub_url, prepare_export, push_export, write_export
+
+    prepared = prepare_export(store, config)
+    report = write_export(prepared, args.output or settings.path("datasets"))
+    print(report.summary())
+    if not args.push_to_hub:
+        return 0
+    try:
+        pushed = push_export(
+            prepared, args.push_to_hub, token=os.environ[HUB_TOKEN_ENV].strip(), private=True if args.private else None
+        )
+    except HubPushError as err:
+        print(f"error: {err}; the local export in {report.preference_dir.parent} is kept", file=sys.stderr)
+        return 1
+    visibility = " (private)" if args.private else ""
+    print(f"pushed {', '.join(pushed)} to {hub_url(args.push_to_hub)}{visibility}")
     return 0
 
 

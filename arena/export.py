@@ -13,6 +13,10 @@ turn is only exported when both sides saw the same conversation; usually they di
 its own earlier answers), so such pairs would not share a prompt.
 Votes from flagged (abusive) sessions are left out. thread_id is "arena-<conversation id>", so a
 leak-free split keeps all turns of one conversation together.
+
+`python -m arena export --push-to-hub OWNER/NAME [--private]` also pushes the same two
+DatasetDicts to a Hugging Face Hub dataset repository (configurations arena_preference and
+arena_negative), with the token from HF_TOKEN only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -71,7 +77,21 @@ def _prompt(messages: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages if m.get("role") != "system"]
 
 
-def export_votes(store: VoteStore, config: ArenaConfig, datasets_dir: Path) -> ExportReport:
+@dataclasses.dataclass(frozen=True)
+class PreparedExport:
+    """The export in memory: {arena_preference: DatasetDict, arena_negative: DatasetDict} and counts.
+    The local export writes exactly these, and `--push-to-hub` pushes exactly these."""
+
+    datasets: dict
+    pairs: dict  # split -> rows
+    negatives: dict
+    ties_skipped: int
+    different_context_skipped: int
+    flagged_votes_skipped: int
+
+
+def prepare_export(store: VoteStore, config: ArenaConfig) -> PreparedExport:
+    """Turn the stored votes into the two DatasetDicts (train/validation splits each)."""
     from datasets import Dataset, DatasetDict
 
     battles = store.battles(voted_only=True)
@@ -104,10 +124,9 @@ def export_votes(store: VoteStore, config: ArenaConfig, datasets_dir: Path) -> E
             pairs[split].append({"prompt": prompt_a, "chosen": chosen, "rejected": rejected, "thread_id": thread_id})
 
     preference_features, negative_features = _features()
-    datasets_dir = Path(datasets_dir)
-    targets = {}
+    built = {}
     for name, rows, features in ((PREFERENCE_DIR, pairs, preference_features), (NEGATIVE_DIR, negatives, negative_features)):
-        built = DatasetDict(
+        built[name] = DatasetDict(
             {
                 split: Dataset.from_list(split_rows, features=features)
                 if split_rows
@@ -115,20 +134,102 @@ def export_votes(store: VoteStore, config: ArenaConfig, datasets_dir: Path) -> E
                 for split, split_rows in rows.items()
             }
         )
-        targets[name] = _save_replacing(built, datasets_dir / name)
-    report = ExportReport(
-        preference_dir=targets[PREFERENCE_DIR],
-        negative_dir=targets[NEGATIVE_DIR],
+    return PreparedExport(
+        datasets=built,
         pairs={k: len(v) for k, v in pairs.items()},
         negatives={k: len(v) for k, v in negatives.items()},
         ties_skipped=ties,
         different_context_skipped=different,
         flagged_votes_skipped=flagged_votes,
     )
+
+
+def write_export(prepared: PreparedExport, datasets_dir: Path) -> ExportReport:
+    """Save both DatasetDicts under `datasets_dir` (each swapped in whole) and a report.json."""
+    datasets_dir = Path(datasets_dir)
+    targets = {name: _save_replacing(dataset, datasets_dir / name) for name, dataset in prepared.datasets.items()}
+    report = ExportReport(
+        preference_dir=targets[PREFERENCE_DIR],
+        negative_dir=targets[NEGATIVE_DIR],
+        pairs=prepared.pairs,
+        negatives=prepared.negatives,
+        ties_skipped=prepared.ties_skipped,
+        different_context_skipped=prepared.different_context_skipped,
+        flagged_votes_skipped=prepared.flagged_votes_skipped,
+    )
     (targets[PREFERENCE_DIR] / "report.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(report).items()}, indent=2)
     )
     return report
+
+
+def export_votes(store: VoteStore, config: ArenaConfig, datasets_dir: Path) -> ExportReport:
+    return write_export(prepare_export(store, config), datasets_dir)
+
+
+# ------------------------------------------------------------------------------ Hugging Face Hub
+HUB_TOKEN_ENV = "HF_TOKEN"  # huggingface_hub's standard variable; the token is never taken from a flag or a file
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
+_REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class HubPushError(RuntimeError):
+    """The push failed; the message is one line and never holds the token."""
+
+
+def valid_repo_id(repo_id: str) -> bool:
+    return bool(_REPO_ID_RE.match(repo_id)) and ".." not in repo_id and len(repo_id) <= 96
+
+
+def hub_push_problems(settings, environ=None) -> list[str]:
+    """Why a push cannot even be tried (empty when it can): no token, or the Hub switched off.
+    Looks at the environment only: no network call."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    if not (environ.get(HUB_TOKEN_ENV) or "").strip():
+        problems.append(
+            f"{HUB_TOKEN_ENV} is not set: create a token with write access at https://huggingface.co/settings/tokens "
+            f"and export {HUB_TOKEN_ENV}=... (it is read from the environment only)"
+        )
+    offline = [name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if (environ.get(name) or "").upper() in _TRUE]
+    if offline:
+        if settings.get("runtime.offline"):
+            problems.append(
+                f"the Hub is switched off: runtime.offline is true in profile {settings.profile!r} (it sets "
+                "HF_HUB_OFFLINE=1); push with WAYFARER__RUNTIME__OFFLINE=false, or from a profile that is online"
+            )
+        else:
+            problems.append(f"the Hub is switched off: {offline[0]}={environ[offline[0]]} is set; unset it to push")
+    return problems
+
+
+def hub_url(repo_id: str) -> str:
+    return f"https://huggingface.co/datasets/{repo_id}"
+
+
+def push_export(prepared: PreparedExport, repo_id: str, *, token: str, private: bool | None = None) -> list[str]:
+    """Push both DatasetDicts to one Hub dataset repository, one configuration each (arena_preference,
+    the default, and arena_negative: `load_dataset(repo_id, "arena_negative")`). Returns the pushed
+    configuration names; HubPushError on any failure."""
+    pushed: list[str] = []
+    for name, dataset in prepared.datasets.items():
+        try:
+            dataset.push_to_hub(
+                repo_id,
+                config_name=name,
+                set_default=name == PREFERENCE_DIR,
+                private=private,
+                token=token,
+                commit_message=f"Wayfarer arena votes: {name}",
+            )
+        except Exception as err:  # HTTP errors, auth, offline mode, a bad repo id: one line, no token
+            message = " ".join(str(err).split()) or "no message"
+            if token:
+                message = message.replace(token, "***")
+            done = f" (already pushed: {', '.join(pushed)})" if pushed else ""
+            raise HubPushError(f"pushing {name} to {hub_url(repo_id)} failed: {type(err).__name__}: {message[:500]}{done}") from None
+        pushed.append(name)
+    return pushed
 
 
 def _save_replacing(dataset, target: Path) -> Path:

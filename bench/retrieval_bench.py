@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     base = load_settings()
     apply_runtime(base)
     from retrieval import Retriever, RetrievalConfig, build_index
-    from retrieval.store import get_client
+    from retrieval.store import open_client
 
     with tempfile.TemporaryDirectory(prefix="wayfarer-bench-") as home:
         settings = base.with_overrides({"paths": {"home": home}})
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         questions = _questions(demo, args.queries)
-        client = get_client(settings.path("index"))
+        client = open_client(settings)
         demo_collection = client.get_collection(retriever.collection_name)
         _report_latency(f"demo index, {retriever.count()} chunks", _latencies(retriever, demo_collection, questions))
 

@@ -103,13 +103,13 @@ class RagChat:
     @classmethod
     def from_settings(cls, engine, settings) -> "RagChat":
         """Open the index if it exists; without one, plain chat that says how to build it."""
-        from retrieval import EmbedderMismatchError, IndexMissingError, RetrievalConfig, Retriever
+        from retrieval import ChromaUnavailableError, EmbedderMismatchError, IndexMissingError, RetrievalConfig, Retriever
         from settings import ConfigError
 
         config = RetrievalConfig.from_settings(settings)
         try:
             retriever = Retriever.from_settings(settings)
-        except (IndexMissingError, EmbedderMismatchError, ConfigError) as err:
+        except (IndexMissingError, EmbedderMismatchError, ChromaUnavailableError, ConfigError) as err:
             log.warning("retrieval is off: %s", err)
             return cls(engine, None, config.top_k, followup_max_words=config.followup_max_words, unavailable_reason=str(err))
         return cls(engine, retriever, config.top_k, followup_max_words=config.followup_max_words)

@@ -55,7 +55,7 @@ def retrieval_status_markdown(rag: RagChat | None) -> str:
     if rag.retrieval_available:
         return f"Reddit sources: {rag.retriever.count():,} indexed passages."
     reason = escape_markdown(rag.unavailable_reason)
-    if BUILD_COMMAND not in rag.unavailable_reason:
+    if BUILD_COMMAND not in rag.unavailable_reason and "Chroma server" not in rag.unavailable_reason:
         reason += f". Build the index with `{BUILD_COMMAND}`"
     return f"**Reddit sources are off:** {reason}; then restart the app."
 

@@ -18,6 +18,8 @@ _EXPORTS = {
     "EmbedderIdentity": "retrieval.embedder",
     "IndexMissingError": "retrieval.store",
     "EmbedderMismatchError": "retrieval.store",
+    "ChromaUnavailableError": "retrieval.store",
+    "ChromaConfig": "retrieval.config",
     "BUILD_COMMAND": "retrieval.store",
     "IndexReport": "retrieval.indexing",
     "ThreadsMissingError": "retrieval.indexing",

@@ -1,4 +1,8 @@
-"""`python -m retrieval index|query`: build the index, or try a search from the shell."""
+"""`python -m retrieval index|query`: build the index, or try a search from the shell.
+
+The index is the local folder paths.index, or a Chroma server when retrieval.chroma.mode is http
+(e.g. WAYFARER__RETRIEVAL__CHROMA__MODE=http WAYFARER__RETRIEVAL__CHROMA__HOST=chroma.internal).
+"""
 
 from __future__ import annotations
 
@@ -37,10 +41,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _index(args, settings) -> int:
     from retrieval.indexing import ThreadsMissingError, build_index
+    from retrieval.store import ChromaUnavailableError
 
     try:
         report = build_index(settings, threads_path=args.threads, rebuild=args.rebuild, prune_other_embedders=args.prune)
-    except ThreadsMissingError as err:
+    except (ThreadsMissingError, ChromaUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report.summary())
@@ -49,11 +54,11 @@ def _index(args, settings) -> int:
 
 def _query(args, settings) -> int:
     from retrieval.search import Retriever
-    from retrieval.store import IndexMissingError
+    from retrieval.store import ChromaUnavailableError, IndexMissingError
 
     try:
         retriever = Retriever.from_settings(settings)
-    except IndexMissingError as err:
+    except (IndexMissingError, ChromaUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     until = dt.datetime.combine(args.until, dt.time.max, dt.timezone.utc) if args.until else None

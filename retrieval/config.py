@@ -10,6 +10,45 @@ from settings import ConfigError, Settings, build_dataclass
 # Chroma's rule for collection names; we append "-<fingerprint>" to the configured one.
 _COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,480}[A-Za-z0-9]$")
 
+PERSISTENT, HTTP = "persistent", "http"
+# Headers chromadb's token auth provider can send: "Authorization: Bearer <token>" or "X-Chroma-Token: <token>".
+AUTH_HEADERS = ("Authorization", "X-Chroma-Token")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChromaConfig:
+    """`retrieval.chroma`: where the Chroma store lives.
+
+    persistent: a local folder (paths.index) opened in this process. http: a Chroma server
+    (`chroma run`) reached with chromadb.HttpClient; its token, if any, is read from the
+    environment variable named by auth_token_env, never from the file.
+    """
+
+    mode: str = PERSISTENT
+    host: str = "localhost"
+    port: int = 8000
+    ssl: bool = False
+    auth_token_env: str | None = "CHROMA_AUTH_TOKEN"
+    auth_header: str = "Authorization"
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+
+    def __post_init__(self) -> None:
+        if self.mode not in (PERSISTENT, HTTP):
+            raise ConfigError(f"retrieval.chroma.mode {self.mode!r}: use {PERSISTENT!r} or {HTTP!r}")
+        if not str(self.host or "").strip() or "://" in str(self.host):
+            raise ConfigError(f"retrieval.chroma.host {self.host!r}: a host name or address, without a scheme")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ConfigError(f"retrieval.chroma.port {self.port!r}: a TCP port number")
+        if not isinstance(self.ssl, bool):
+            raise ConfigError(f"retrieval.chroma.ssl {self.ssl!r}: true or false")
+        if self.auth_header not in AUTH_HEADERS:
+            raise ConfigError(f"retrieval.chroma.auth_header {self.auth_header!r}: one of {', '.join(AUTH_HEADERS)}")
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
+
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
@@ -22,6 +61,7 @@ class RetrievalConfig:
     embed_batch_size: int = 32
     write_batch_size: int = 512
     followup_max_words: int = 6
+    chroma: ChromaConfig = dataclasses.field(default_factory=ChromaConfig)
 
     def __post_init__(self) -> None:
         if not _COLLECTION_NAME_RE.match(self.collection):
@@ -39,4 +79,8 @@ class RetrievalConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RetrievalConfig":
-        return build_dataclass(cls, settings.section("retrieval"))
+        section = settings.section("retrieval")
+        chroma = section.pop("chroma", None) or {}
+        if not isinstance(chroma, dict):
+            raise ConfigError("retrieval.chroma is a mapping (mode, host, port, ...)")
+        return build_dataclass(cls, {**section, "chroma": build_dataclass(ChromaConfig, chroma)})

@@ -20,7 +20,7 @@ from raft import thread_document_text
 from retrieval.chunking import chunk_text
 from retrieval.config import RetrievalConfig
 from retrieval.embedder import Embedder
-from retrieval.store import get_client, open_for_build, other_embedder_collections
+from retrieval.store import open_client, open_for_build, other_embedder_collections
 
 # ingest writes the threads; build writes golden_thread_ids.json, which indexing leaves out.
 THREADS_COMMAND = "python -m training ingest && python -m training build"
@@ -159,9 +159,8 @@ def build_index(
     threads = load_threads(Path(threads_path) if threads_path else settings.path("threads"))
     golden = golden_thread_ids(settings.path("datasets"))
     embedder = Embedder.from_settings(settings)
-    index_path = settings.path("index")
-    client = get_client(index_path)
-    collection, created = open_for_build(index_path, config.collection, embedder.identity, rebuild=rebuild)
+    client = open_client(settings)  # the local folder or the Chroma server (retrieval.chroma)
+    collection, created = open_for_build(settings, config.collection, embedder.identity, rebuild=rebuild)
     batch_size = min(config.write_batch_size, client.get_max_batch_size())
     report = IndexReport(collection=collection.name, created=created, batch_size=batch_size)
 

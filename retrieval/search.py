@@ -76,10 +76,11 @@ class Retriever:
 
     @classmethod
     def from_settings(cls, settings) -> "Retriever":
-        """Open the configured embedder's index; IndexMissingError when it is not built yet."""
+        """Open the configured embedder's index (local folder or Chroma server, retrieval.chroma);
+        IndexMissingError when it is not built yet, ChromaUnavailableError when the server is down."""
         config = RetrievalConfig.from_settings(settings)
         embedder = Embedder.from_settings(settings)
-        collection = open_for_search(settings.path("index"), config.collection, embedder.identity)
+        collection = open_for_search(settings, config.collection, embedder.identity)
         return cls(collection, embedder, config, subreddits=list(settings.get("data.subreddits") or []))
 
     @property

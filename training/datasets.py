@@ -392,13 +392,13 @@ class _HardNegatives:
     @classmethod
     def open(cls, settings: Settings) -> tuple["_HardNegatives | None", str | None]:
         """The retriever over the current index, or None with the reason it cannot be used."""
-        index = settings.path("index")
-        if not index.exists():
-            return None, f"no index at {index}"
         try:
             from retrieval import Retriever
+            from retrieval.store import store_exists
         except ImportError as err:
             return None, f"retrieval is not available ({err})"
+        if not store_exists(settings):
+            return None, f"no index at {settings.path('index')}"
         try:
             retriever = Retriever.from_settings(settings)
             retriever.search("travel", k=1)  # fails here, not mid-build, when the index is unusable

@@ -146,6 +146,15 @@ def _index_available() -> str | None:
     return None
 
 
+def _index_exists(settings: Settings) -> bool:
+    """The local index folder exists; always False for a Chroma server (retrieval.chroma.mode:
+    http), whose contents a stamp here cannot vouch for: the incremental indexer then only
+    compares hashes and embeds nothing when the server is current."""
+    from retrieval.config import HTTP, RetrievalConfig
+
+    return RetrievalConfig.from_settings(settings).chroma.mode != HTTP and settings.path("index").is_dir()
+
+
 def _adapter_current(settings: Settings, name: str, fingerprint: str) -> bool:
     metadata = read_metadata(settings.path("adapters") / name)
     return bool(metadata) and metadata.get("inputs_fingerprint") == fingerprint
@@ -197,7 +206,7 @@ def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set
                 if missing:
                     outcome.skipped.append((step, f"{missing}; the chatbot answers without documents"))
                     continue
-                stamped(step, lambda: _index_fingerprint(settings), lambda: settings.path("index").is_dir(),
+                stamped(step, lambda: _index_fingerprint(settings), lambda: _index_exists(settings),
                         lambda: _run_index(settings))
             elif step in ("qlora", "raft"):
                 from training.sft import sft_inputs, train_sft
