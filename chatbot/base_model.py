@@ -27,7 +27,7 @@ class ModelConfig:
 
     base: str
     gguf_file: str | None = None
-    load_in_4bit: bool = True
+    quantization: str = "nf4"  # one of QUANTIZATIONS
     compute_dtype: str = "bfloat16"
     device: str = "auto"
     adapters: tuple[str, ...] = ()
@@ -40,13 +40,22 @@ class ModelConfig:
         return build_dataclass(cls, section)
 
 
+# nf4: bitsandbytes 4-bit NF4 with double quantization (QLoRA's format; the GPU default).
+# int8: weight-only int8 (chatbot/int8.py), the fastest format on a CPU. none: compute_dtype.
+QUANTIZATIONS = ("nf4", "int8", "none")
+
+
 @dataclasses.dataclass
 class LoadedBase:
     model: object  # transformers PreTrainedModel
     tokenizer: object  # transformers PreTrainedTokenizer
     model_id: str  # the configured reference: what adapters record as their base
     device: str
-    quantized: bool
+    quantization: str  # one of QUANTIZATIONS
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization != "none"
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -122,9 +131,10 @@ def resolve_device(requested: str) -> str:
 
 
 def load_base(
-    config: ModelConfig, models_dir: Path, *, load_in_4bit: bool | None = None, model_class=None, **model_kwargs
+    config: ModelConfig, models_dir: Path, *, quantization: str | None = None, model_class=None, **model_kwargs
 ) -> LoadedBase:
-    """Load the base model once: NF4 4-bit with double quantization unless switched off.
+    """Load the base model once, quantized as configured (`quantization` overrides it: training
+    always asks for nf4, the QLoRA recipe).
 
     `model_class` (default AutoModelForCausalLM) and `model_kwargs` let training load the same
     checkpoint with the same quantization under another head, e.g. the reward model's
@@ -136,9 +146,11 @@ def load_base(
     source = prepare_checkpoint(config, models_dir)
     device = resolve_device(config.device)
     dtype = getattr(torch, config.compute_dtype)
-    quantize = config.load_in_4bit if load_in_4bit is None else load_in_4bit
+    quantization = quantization or config.quantization
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"model.quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}, **model_kwargs}
-    if quantize:
+    if quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -147,7 +159,11 @@ def load_base(
         )
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = (model_class or AutoModelForCausalLM).from_pretrained(source, **kwargs)
+    if quantization == "int8":
+        from chatbot.int8 import quantize_linear_layers
+
+        quantize_linear_layers(model)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedBase(model=model, tokenizer=tokenizer, model_id=config.base, device=device, quantized=quantize)
+    return LoadedBase(model=model, tokenizer=tokenizer, model_id=config.base, device=device, quantization=quantization)

@@ -2,9 +2,22 @@
 
 peft's active adapter is global state on the model, so two requests running at once could
 answer with each other's adapter. The engine therefore owns the model from a single worker
-thread: requests queue up, the worker runs them one at a time and selects the adapter per
-call with peft's `adapter_names` (never `set_adapter`), and each request streams its text back
-through its own queue. Later work can batch several queued requests in one pass there.
+thread and selects the adapter per row with peft's `adapter_names` (never `set_adapter`); each
+request streams its text back through its own queue.
+
+Micro-batching: requests that arrive while the model is busy wait in the queue; when the worker
+is free it takes the oldest and every waiting request with the same sampling options (up to
+`max_batch_rows` rows) and answers them all in ONE pass, each row with its own adapter. Decoding
+on a CPU or a GPU is bound by reading the weights, so a pass of several rows costs little more
+than a pass of one: under load, users share passes instead of queueing behind each other. An
+idle engine starts a request at once (no waiting window), so a lone user's latency is unchanged.
+Rows of different lengths are left-padded; rows of one length (an arena battle's) give exactly
+their solo greedy answers, padded rows up to float rounding in attention (a late near-tie may
+resolve differently).
+
+ZeroGPU: on a Space whose GPU is attached only during a `spaces.GPU` call, a long-lived worker
+thread would run outside any such call. There the engine generates "inline": each request runs
+inside a `gpu_task` function of its own (see chatbot/spaces.py), and is not batched with others.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ from chatbot.adapters import (
     check_adapter_dir,
 )
 from chatbot.base_model import LoadedBase, ModelConfig, load_base
+from chatbot.multi_lora import pack_adapters
+from chatbot.spaces import gpu_task, on_zero_gpu
 from settings import Settings, build_dataclass
 
 _END = object()  # end-of-stream sentinel on a request's output queue
@@ -70,13 +85,29 @@ class SamplingConfig:
 
 @dataclasses.dataclass
 class _Request:
-    """One pass of `model.generate`: one row per answer, each row with its own adapter."""
+    """One caller's rows (one per answer, each with its own adapter), answered in one pass,
+    possibly together with other callers' requests."""
 
     rows: list[list[int]]  # prompt token ids per row
     adapters: list[str]
     sampling: SamplingConfig
     output: queue.Queue  # receives (row, text) pieces, then an exception or _END
     cancelled: threading.Event
+
+    def can_share_a_pass_with(self, other: "_Request") -> bool:
+        # One pass has one set of sampling options; a seeded request must not share its random
+        # stream with anybody, or its answer would depend on who else was asking.
+        return self.sampling == other.sampling and self.sampling.seed is None
+
+
+@dataclasses.dataclass
+class EngineStats:
+    """Counters since start: how much micro-batching saved (requests / passes)."""
+
+    requests: int = 0  # generation requests received (each may hold several rows)
+    passes: int = 0  # model.generate calls
+    rows: int = 0  # rows answered in those passes
+    largest_pass: int = 0  # most rows in one pass
 
 
 class WholeAnswers:
@@ -98,7 +129,19 @@ class WholeAnswers:
 class ChatEngine(WholeAnswers):
     """Serve the base model and its adapters by name."""
 
-    def __init__(self, loaded: LoadedBase, *, system_prompt: str = "", sampling: SamplingConfig | None = None):
+    def __init__(
+        self,
+        loaded: LoadedBase,
+        *,
+        system_prompt: str = "",
+        sampling: SamplingConfig | None = None,
+        max_batch_rows: int = 8,
+        inline: bool | None = None,
+        gpu_duration_s: int | None = None,
+    ):
+        """`max_batch_rows`: most rows in one micro-batched pass (1: no batching across users).
+        `inline`: generate in the caller's call instead of the worker; None = only on ZeroGPU.
+        `gpu_duration_s`: ZeroGPU seconds one request may hold the GPU (None: the Space default)."""
         self._model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.base_model_id = loaded.model_id
@@ -110,11 +153,21 @@ class ChatEngine(WholeAnswers):
         self.sampling = sampling or SamplingConfig()
         self._adapters: list[str] = []  # peft adapter names attached, in load order
         self.adapter_errors: dict[str, str] = {}
+        self.max_batch_rows = max(1, max_batch_rows)
+        self.stats = EngineStats()
+        self._stats_lock = threading.Lock()  # callers count requests from many threads
         self._requests: queue.Queue = queue.Queue()
-        # Held by the worker while it uses the model, and by load_adapter while it changes it.
+        self._waiting: list[_Request] = []  # taken off the queue but left for a later pass
+        # Held by whoever runs the model, and by load_adapter while it changes it.
         self._model_lock = threading.Lock()
-        self._worker = threading.Thread(target=self._serve, name="wayfarer-generation", daemon=True)
-        self._worker.start()
+        self.inline = on_zero_gpu() if inline is None else inline
+        if self.inline:
+            # Wrapped once, at start-up: ZeroGPU wants its GPU functions known before launch.
+            self._answer_on_gpu = gpu_task(self._answer_inline, duration=gpu_duration_s)
+            self._worker = None
+        else:
+            self._worker = threading.Thread(target=self._serve, name="wayfarer-generation", daemon=True)
+            self._worker.start()
 
     # ----------------------------------------------------------------------------- set-up
     @classmethod
@@ -122,10 +175,13 @@ class ChatEngine(WholeAnswers):
         """Load the configured base model, then every configured adapter that is servable."""
         model_config = ModelConfig.from_settings(settings)
         generation = settings.section("generation")
+        runtime = settings.section("runtime")
         engine = cls(
             load_base(model_config, settings.path("models")),
             system_prompt=model_config.system_prompt,
             sampling=build_dataclass(SamplingConfig, generation),
+            max_batch_rows=int(runtime.get("max_batch_rows", 8)),
+            gpu_duration_s=runtime.get("zero_gpu_duration_s"),
         )
         root = adapters_dir or settings.path("adapters")
         for name in model_config.adapters:
@@ -147,6 +203,9 @@ class ChatEngine(WholeAnswers):
                 self._model = attach_adapter(self._model, name, Path(path), dtype=self._compute_dtype)
                 self._model.eval()
                 self._adapters.append(name)
+                # All adapters side by side in each layer: a batch of rows with mixed adapters
+                # costs two small matmuls per layer instead of peft's loop over adapters.
+                pack_adapters(self._model, self._adapters)
         except AdapterLoadError as err:
             self.adapter_errors[name] = str(err)
             raise
@@ -205,15 +264,27 @@ class ChatEngine(WholeAnswers):
                 reason = self.adapter_errors.get(adapter, "it is not configured")
                 raise GenerationError(f"model '{adapter}' is not available: {reason}")
         options = self.sampling.override(**sampling)
-        request = _Request(
-            rows=[self.build_prompt(messages, options.max_input_tokens) for messages, _ in requests],
-            adapters=[adapter for _, adapter in requests],
-            sampling=options,
-            output=queue.Queue(),
-            cancelled=threading.Event(),
-        )
+        rows = [self.build_prompt(messages, options.max_input_tokens) for messages, _ in requests]
+        adapters = [adapter for _, adapter in requests]
+        with self._stats_lock:
+            self.stats.requests += 1
+        if self.inline:
+            return self._answer_on_gpu(rows, adapters, options)
+        request = _Request(rows, adapters, options, queue.Queue(), threading.Event())
         self._requests.put(request)
         return self._stream(request)
+
+    def _answer_inline(self, rows: list[list[int]], adapters: list[str], options: SamplingConfig):
+        """One request, generated within this call (ZeroGPU: within the `spaces.GPU` call, which
+        pickles these plain arguments and the yielded pieces across its process boundary)."""
+        request = _Request(rows, adapters, options, queue.Queue(), threading.Event())
+        runner = threading.Thread(target=self._run_safely, args=([request],), name="wayfarer-inline", daemon=True)
+        runner.start()
+        try:
+            yield from self._stream(request)
+        finally:
+            request.cancelled.set()
+            runner.join()
 
     @staticmethod
     def _stream(request: _Request) -> Iterator[tuple[int, str]]:
@@ -232,17 +303,53 @@ class ChatEngine(WholeAnswers):
 
     def _serve(self) -> None:
         while True:
-            request = self._requests.get()
-            if request is None:
+            batch = self._next_batch()
+            if batch is None:
                 return
+            self._run_safely(batch)
+
+    def _next_batch(self) -> list[_Request] | None:
+        """The oldest live request plus every waiting one that can share its pass (None: closed)."""
+        while True:
+            if self._waiting:
+                first = self._waiting.pop(0)
+            else:
+                first = self._requests.get()
+                if first is None:
+                    return None
+            if not first.cancelled.is_set():
+                break
+        while True:  # everything queued so far joins the waiting list, in arrival order
+            try:
+                item = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._requests.put(None)  # close() again after this pass
+                break
+            self._waiting.append(item)
+        batch, total, kept = [first], len(first.rows), []
+        for request in self._waiting:
+            fits = total + len(request.rows) <= self.max_batch_rows
             if request.cancelled.is_set():
                 continue
-            try:
-                with self._model_lock:
-                    self._run(request)
-            except BaseException as err:  # one failed request must never stop the worker
+            if fits and first.can_share_a_pass_with(request):
+                batch.append(request)
+                total += len(request.rows)
+            else:
+                kept.append(request)
+        self._waiting = kept
+        return batch
+
+    def _run_safely(self, batch: list[_Request]) -> None:
+        try:
+            with self._model_lock:
+                self._run(batch)
+        except BaseException as err:  # one failed pass must never stop the worker
+            for request in batch:
                 request.output.put(err)
-            finally:
+        finally:
+            for request in batch:
                 request.output.put(_END)
 
     def _eos_token_ids(self) -> set[int]:
@@ -250,29 +357,42 @@ class ChatEngine(WholeAnswers):
         ids = configured if isinstance(configured, list) else [configured]
         return {int(i) for i in ids + [self.tokenizer.eos_token_id] if i is not None}
 
-    def _run(self, request: _Request) -> None:
+    def _run(self, batch: list[_Request]) -> None:
+        """One `model.generate` pass over every row of every request in `batch`."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         from chatbot.streaming import BatchQueueStreamer
 
+        # Global row -> (request, its own row number): where each row's text goes.
+        targets = [(request, row) for request in batch for row in range(len(request.rows))]
+        prompts = [request.rows[row] for request, row in targets]
+        adapters = [request.adapters[row] for request, row in targets]
+
         class _StopWhenCancelled(StoppingCriteria):
+            # Per row: a user pressing Stop ends their rows only; the others go on.
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), request.cancelled.is_set(), dtype=torch.bool)
+                return torch.tensor([request.cancelled.is_set() for request, _ in targets], dtype=torch.bool)
 
         # Left-pad rows of different lengths so every row's last prompt token is aligned.
-        width = max(len(ids) for ids in request.rows)
+        width = max(len(ids) for ids in prompts)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in request.rows])
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in request.rows])
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
 
-        kwargs = request.sampling.generate_kwargs()
+        sampling = batch[0].sampling  # the same for every request in a batch
+        kwargs = sampling.generate_kwargs()
         if self._adapters:
             # Per-row adapter selection: no global set_adapter, so nothing leaks between requests.
-            kwargs["adapter_names"] = [PEFT_BASE_NAME if a == BASE_ADAPTER else a for a in request.adapters]
-        if request.sampling.seed is not None:
-            torch.manual_seed(request.sampling.seed)
-        streamer = BatchQueueStreamer(self.tokenizer, len(request.rows), request.output, self._eos_token_ids())
+            kwargs["adapter_names"] = [PEFT_BASE_NAME if a == BASE_ADAPTER else a for a in adapters]
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        self.stats.passes += 1
+        self.stats.rows += len(prompts)
+        self.stats.largest_pass = max(self.stats.largest_pass, len(prompts))
+        streamer = BatchQueueStreamer(
+            self.tokenizer, [(request.output, row) for request, row in targets], self._eos_token_ids()
+        )
         with torch.inference_mode():
             self._model.generate(
                 input_ids=input_ids.to(self._model.device),
@@ -285,5 +405,6 @@ class ChatEngine(WholeAnswers):
 
     def close(self) -> None:
         """Stop the worker after the requests already queued."""
-        self._requests.put(None)
-        self._worker.join(timeout=60)
+        if self._worker is not None:
+            self._requests.put(None)
+            self._worker.join(timeout=60)

@@ -24,16 +24,17 @@ class _RowDecoder(TextStreamer):
 
 
 class BatchQueueStreamer(BaseStreamer):
-    """A streamer for a batch of rows (each row may use another adapter).
+    """A streamer for a batch of rows (each row may use another adapter, and belong to another
+    caller): row i's text goes to `targets[i]` = (that caller's queue, the row number it knows).
 
     `generate` first passes the prompt ids (skipped), then one new token per row at each step.
     A row that produced an end-of-sequence token is finished: the padding generate appends to
     it afterwards is ignored, so each row's text stops exactly where its solo run would.
     """
 
-    def __init__(self, tokenizer, rows: int, output: queue.Queue, eos_token_ids: set[int]):
-        self._decoders = [_RowDecoder(tokenizer, row, output) for row in range(rows)]
-        self._finished = [False] * rows
+    def __init__(self, tokenizer, targets: list[tuple[queue.Queue, int]], eos_token_ids: set[int]):
+        self._decoders = [_RowDecoder(tokenizer, row, output) for output, row in targets]
+        self._finished = [False] * len(targets)
         self._eos = eos_token_ids
         self._prompt_seen = False
 

@@ -43,7 +43,7 @@ def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict:
-    """WAYFARER__MODEL__LOAD_IN_4BIT=false -> {"model": {"load_in_4bit": False}}."""
+    """WAYFARER__RUNTIME__OFFLINE=false -> {"runtime": {"offline": False}}."""
     overrides: dict = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,27 +17,65 @@ QUESTION = [{"role": "user", "content": "What should I pack for a week in Lisbon
 GREEDY = {"temperature": 0, "max_new_tokens": 16}
 
 
-def test_base_loads_in_4bit_nf4_with_double_quant_and_is_smaller_than_bf16(engine, settings):
+def _next_token_agreement(a, b, ids) -> float:
+    """Share of positions where two models predict the same next token for `ids`."""
+    import torch
+
+    with torch.inference_mode():
+        top_a = a(input_ids=ids).logits.argmax(-1)
+        top_b = b(input_ids=ids).logits.argmax(-1)
+    return (top_a == top_b).float().mean().item()
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "int8"])
+def test_quantized_bases_are_small_and_predict_like_the_full_precision_model(settings, quantization):
+    """nf4 (bitsandbytes, double quant) and int8 (chatbot/int8.py) against the fp32 base: a
+    fraction of the memory, and nearly always the same next token."""
     import bitsandbytes as bnb
+    import torch
 
     from chatbot.base_model import ModelConfig, load_base
+    from chatbot.int8 import Int8Linear
 
-    quantized = [m for m in engine._model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert engine.quantized and quantized
-    state = quantized[0].weight.quant_state
-    assert state.quant_type == "nf4"
-    assert state.nested, "double quantization (nested quant state) is off"
+    config = ModelConfig.from_settings(settings.with_overrides({"model": {"compute_dtype": "float32"}}))
+    full = load_base(config, settings.path("models"), quantization="none")
+    small = load_base(config, settings.path("models"), quantization=quantization)
+    if quantization == "nf4":
+        layers = [m for m in small.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert layers and layers[0].weight.quant_state.quant_type == "nf4"
+        assert layers[0].weight.quant_state.nested, "double quantization (nested quant state) is off"
+    else:
+        layers = [m for m in small.model.modules() if isinstance(m, Int8Linear)]
+        assert layers and all(layer.weight.dtype == torch.int8 for layer in layers)
+        assert isinstance(small.model.lm_head, Int8Linear)
+    def layer_bytes(model) -> int:  # the decoder layers' linear weights: what every token reads
+        return sum(p.numel() * p.element_size() for n, p in model.model.layers.named_parameters() if "norm" not in n)
 
-    config = ModelConfig.from_settings(settings.with_overrides({"model": {"compute_dtype": "bfloat16"}}))
-    bf16 = load_base(config, settings.path("models"), load_in_4bit=False)
-    try:
-        base_model = engine._model.get_base_model() if hasattr(engine._model, "get_base_model") else engine._model
-        # Compare the base weights only: the served model also carries the test adapters.
-        adapter_bytes = sum(p.numel() * p.element_size() for n, p in engine._model.named_parameters() if "lora_" in n)
-        four_bit = base_model.get_memory_footprint() - adapter_bytes
-        assert four_bit < 0.8 * bf16.model.get_memory_footprint()
-    finally:
-        del bf16
+    assert layer_bytes(small.model) < 0.3 * layer_bytes(full.model)
+    text = "Lisbon in March is mild; pack layers, a rain jacket and comfortable shoes for the hills of Alfama."
+    ids = torch.tensor([full.tokenizer(text)["input_ids"]])
+    agreement = _next_token_agreement(full.model, small.model, ids)
+    assert agreement >= {"nf4": 0.6, "int8": 0.9}[quantization]  # int8 keeps twice the bits
+
+
+def test_packed_adapters_compute_exactly_what_peft_computes(engine):
+    """chatbot/multi_lora.py packs every adapter of a layer into two matmuls; the logits for a
+    batch mixing adapters (and the bare base) must equal peft's own per-adapter forward."""
+    import torch
+
+    from chatbot.multi_lora import pack_adapters, unpack_adapters
+
+    ids = torch.tensor([engine.build_prompt(QUESTION)] * 3)
+    names = ["qlora", "__base__", "raft"]
+    with engine._model_lock, torch.inference_mode():
+        packed = engine._model(input_ids=ids, adapter_names=names).logits
+        unpack_adapters(engine._model)
+        try:
+            reference = engine._model(input_ids=ids, adapter_names=names).logits
+        finally:
+            pack_adapters(engine._model, ["qlora", "raft"])
+    assert not torch.allclose(reference[0], reference[1]), "the adapters must change the logits for this to mean anything"
+    torch.testing.assert_close(packed, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_prompt_is_the_models_chat_template_with_the_configured_system_prompt(engine):
@@ -166,3 +205,136 @@ def test_one_batched_pass_with_a_different_adapter_per_row_equals_the_solo_runs(
     first_of_row1 = next(i for i, (row, _) in enumerate(pieces) if row == 1)
     last_of_row0 = max(i for i, (row, _) in enumerate(pieces) if row == 0)
     assert first_of_row1 < last_of_row0
+
+
+# ----------------------------------------------------------------------------- micro-batching
+QUESTIONS = [
+    [{"role": "user", "content": "Is Kyoto worth a day trip from Osaka?"}],
+    [{"role": "user", "content": "How do I get from Rome Fiumicino airport to Termini station late at night?"}],
+    [{"role": "user", "content": "Best month for hiking Patagonia?"}],
+    [{"role": "user", "content": "Do I need cash in Vienna's cafes, or do they take cards everywhere these days?"}],
+]
+
+
+def _same_length_questions(engine, count: int) -> list[list[dict]]:
+    """`count` different questions whose prompts have the same number of tokens."""
+    cities = ["Kyoto", "Porto", "Seville", "Krakow", "Bruges", "Hanoi", "Cusco", "Oaxaca", "Tbilisi", "Ghent", "Lyon", "Nara"]
+    by_length: dict[int, list] = {}
+    for city in cities:
+        messages = [{"role": "user", "content": f"Is {city} worth a two day trip in spring?"}]
+        by_length.setdefault(len(engine.build_prompt(messages)), []).append(messages)
+    group = max(by_length.values(), key=len)
+    assert len(group) >= count
+    return group[:count]
+
+
+def _ask_while_busy(engine, users):
+    """Send `users` (messages, adapter) at once while the model is busy with another request, so
+    that they wait together; returns their answers and the engine's counters before."""
+    busy = engine.generate(QUESTION, "raft", temperature=0, max_new_tokens=48)
+    next(busy)  # the worker is now inside a pass: the next requests have to wait for it
+    before = dataclasses.replace(engine.stats)
+    with ThreadPoolExecutor(max_workers=len(users)) as pool:
+        futures = [pool.submit(engine.complete, messages, adapter, **GREEDY) for messages, adapter in users]
+        list(busy)  # let the busy pass finish; the waiting requests then run together
+        return [future.result() for future in futures], before
+
+
+def test_concurrent_users_share_one_pass_and_each_gets_their_own_solo_answer(engine):
+    """Requests that arrive while the model is busy are answered together in one pass, each row
+    with its own adapter, and each answer is exactly that user's solo answer."""
+    users = list(zip(_same_length_questions(engine, 4), ["base", "qlora", "raft", "qlora"]))
+    solo = [engine.complete(messages, adapter, **GREEDY) for messages, adapter in users]
+    assert len(set(solo)) == len(solo), "the answers must differ for a mix-up to show"
+    answers, before = _ask_while_busy(engine, users)
+    assert answers == solo
+    after = engine.stats
+    assert after.requests - before.requests == len(users)
+    assert after.passes - before.passes == 1, "the waiting users were not batched into one pass"
+    assert after.largest_pass >= len(users)
+
+
+def test_prompts_of_different_lengths_are_left_padded_in_a_shared_pass(engine):
+    """Rows of different lengths share a pass through left padding, and each user gets the answer
+    to their own question. Padding changes float rounding in attention, so a near-tie late in an
+    answer may resolve differently than alone (same-length rows, like a battle's, are exact);
+    the start of each answer is its solo start, and no answer is another user's."""
+    users = [(messages, "base") for messages in QUESTIONS]
+    assert len({len(engine.build_prompt(messages)) for messages, _ in users}) > 1
+    solo = [engine.complete(messages, adapter, **GREEDY) for messages, adapter in users]
+    answers, before = _ask_while_busy(engine, users)
+    assert engine.stats.passes - before.passes == 1
+    for mine, (answer, alone) in enumerate(zip(answers, solo)):
+        assert answer.split()[:5] == alone.split()[:5]
+        assert all(answer != other for theirs, other in enumerate(solo) if theirs != mine)
+
+
+def test_requests_with_other_sampling_or_a_seed_get_passes_of_their_own(engine):
+    from chatbot.engine import SamplingConfig, _Request
+
+    def request(**sampling):
+        return _Request([[1]], ["base"], SamplingConfig(**sampling), None, threading.Event())
+
+    assert request(temperature=0).can_share_a_pass_with(request(temperature=0))
+    assert not request(temperature=0).can_share_a_pass_with(request(temperature=0.7))
+    assert not request(temperature=0.7, seed=5).can_share_a_pass_with(request(temperature=0.7, seed=5))
+    # And end to end: a seeded sample is the same whoever else is asking at the time.
+    seeded = {"temperature": 0.9, "seed": 7, "max_new_tokens": 16}
+    alone = engine.complete(QUESTION, "qlora", **seeded)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        crowd = [pool.submit(engine.complete, QUESTIONS[i], "base", temperature=0.9, max_new_tokens=16) for i in range(2)]
+        again = pool.submit(engine.complete, QUESTION, "qlora", **seeded).result()
+        [future.result() for future in crowd]
+    assert again == alone
+
+
+# ----------------------------------------------------------------------------- ZeroGPU
+def test_on_zero_gpu_each_request_is_generated_inside_a_spaces_gpu_call(engine, settings, adapters_dir, monkeypatch, tmp_path):
+    """On a ZeroGPU Space the GPU exists only inside `spaces.GPU` calls, so the engine must run
+    the model there, not on its worker thread. A stand-in `spaces` module (the real one exists
+    only on Spaces) records the functions it wraps and the calls that go through them."""
+    import sys
+    import textwrap
+
+    from chatbot.base_model import ModelConfig, load_base
+
+    (tmp_path / "spaces.py").write_text(
+        textwrap.dedent(
+            """
+            import functools, threading
+            wrapped, calls = [], []
+            def GPU(fn=None, duration=None):
+                def mark(function):
+                    wrapped.append((function.__name__, duration))
+                    @functools.wraps(function)
+                    def on_gpu(*args, **kwargs):
+                        calls.append(threading.current_thread().name)
+                        yield from function(*args, **kwargs)
+                    return on_gpu
+                return mark(fn) if fn is not None else mark
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "spaces", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/wayfarer")
+
+    loaded = load_base(ModelConfig.from_settings(settings), settings.path("models"))
+    zero = ChatEngine(loaded, system_prompt=engine.system_prompt, sampling=engine.sampling, gpu_duration_s=90)
+    try:
+        zero.load_adapter("qlora", adapters_dir / "qlora")
+        import spaces
+
+        assert zero.inline and spaces.wrapped == [("_answer_inline", 90)]
+        assert zero.complete(QUESTION, "qlora", **GREEDY) == engine.complete(QUESTION, "qlora", **GREEDY)
+        assert zero.complete_rows([(QUESTION, "base"), (QUESTION, "qlora")], **GREEDY) == engine.complete_rows(
+            [(QUESTION, "base"), (QUESTION, "qlora")], **GREEDY
+        )
+        assert len(spaces.calls) == 2 and "wayfarer-generation" not in spaces.calls
+        stream = zero.generate(QUESTION, "base", temperature=0, max_new_tokens=200)
+        next(stream)
+        stream.close()  # Stop inside a GPU call frees the model too
+        assert zero.complete(QUESTION, "base", **GREEDY) == engine.complete(QUESTION, "base", **GREEDY)
+    finally:
+        zero.close()
+        monkeypatch.delitem(sys.modules, "spaces")

@@ -1,8 +1,9 @@
 """Fault tolerance: a killed process loses no acknowledged vote, a failing generation does not
 take the app down, bad input is refused, and text from users or Reddit is shown, never run.
 
-Everything is real: the SQLite vote store in a subprocess killed with SIGKILL, the 4-bit model,
-a served Gradio app reached through gradio_client and headless Chromium.
+Everything is real: the vote store (SQLite, and PostgreSQL on a real local server) in a
+subprocess killed with SIGKILL, the 4-bit model, a served Gradio app reached through
+gradio_client and headless Chromium.
 """
 
 from __future__ import annotations
@@ -52,10 +53,46 @@ def _read_acknowledged(process: subprocess.Popen, at_least: int, timeout_s: floa
     return lines
 
 
-def test_votes_acknowledged_before_a_kill_9_survive_and_voting_continues(tmp_path):
-    from arena.store import SQLiteVoteStore
+def _votes_per_battle_after_the_kill(backend: str, votes_path: Path, dsn: str | None) -> dict[str, int]:
+    """Reopen the store the killed process wrote, check its integrity, count votes per battle."""
+    if backend == "sqlite":
+        from arena.store import SQLiteVoteStore
+
+        SQLiteVoteStore(votes_path)  # reopening recovers the WAL left by the killed writer
+        conn = sqlite3.connect(votes_path)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+            return dict(conn.execute("SELECT battle_id, COUNT(*) FROM votes GROUP BY battle_id").fetchall())
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        orphans = conn.execute(
+            "SELECT COUNT(*) FROM votes v LEFT JOIN battles b ON b.battle_id = v.battle_id WHERE b.battle_id IS NULL"
+        ).fetchone()[0]
+        assert orphans == 0
+        return dict(conn.execute("SELECT battle_id, COUNT(*) FROM votes GROUP BY battle_id").fetchall())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_votes_acknowledged_before_a_kill_9_survive_and_voting_continues(backend, tmp_path, request, monkeypatch):
+    from arena.store import open_vote_store
+    from settings import load_settings
 
     votes_path = tmp_path / "votes.sqlite3"
+    # The backend is chosen by configuration, here and in the burst process (which inherits it).
+    monkeypatch.setenv("WAYFARER__ARENA__VOTE_STORE", backend)
+    monkeypatch.delenv("WAYFARER__ARENA__POSTGRES_DSN_ENV", raising=False)
+    dsn = None
+    if backend == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")  # a fresh database on the test server
+        monkeypatch.setenv("WAYFARER_VOTES_DSN", dsn)
+
+    def reopened():
+        return open_vote_store(load_settings(overrides={"paths": {"votes": str(votes_path)}}))
+
     burst = _start_burst(votes_path)
     try:
         acknowledged = _read_acknowledged(burst, at_least=40)
@@ -71,20 +108,19 @@ def test_votes_acknowledged_before_a_kill_9_survive_and_voting_continues(tmp_pat
     complete = [line.split() for line in acknowledged if line.endswith("\n")]
     assert len(complete) >= 40
 
-    store = SQLiteVoteStore(votes_path)  # reopening recovers the WAL left by the killed writer
-    conn = sqlite3.connect(votes_path)
+    counts = _votes_per_battle_after_the_kill(backend, votes_path, dsn)
+    store = reopened()
     try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        counts = dict(conn.execute("SELECT battle_id, COUNT(*) FROM votes GROUP BY battle_id").fetchall())
+        stored = {row.battle_id: row.vote for row in store.votes()}
     finally:
-        conn.close()
-    stored = {row.battle_id: row.vote for row in store.votes()}
+        store.close()
     for battle_id, vote in complete:
         assert counts.get(battle_id) == 1, f"acknowledged vote on {battle_id} is missing or duplicated"
         assert stored[battle_id] == vote
     # At most the one vote in flight at the kill may be stored without having been acknowledged.
     assert len(stored) - len(complete) in (0, 1)
+    if backend == "postgres":
+        assert not votes_path.exists()  # the votes went to the server, not to a file
 
     # A restarted writer goes on voting in the same store.
     restarted = _start_burst(votes_path, count=5)
@@ -92,7 +128,11 @@ def test_votes_acknowledged_before_a_kill_9_survive_and_voting_continues(tmp_pat
     assert restarted.returncode == 0, err
     new_ids = [line.split()[0] for line in out.splitlines()[1:]]
     assert len(new_ids) == 5
-    after = {row.battle_id for row in SQLiteVoteStore(votes_path).votes()}
+    store = reopened()
+    try:
+        after = {row.battle_id for row in store.votes()}
+    finally:
+        store.close()
     assert set(new_ids) <= after and set(stored) <= after
     assert len(after) == len(stored) + 5
 
@@ -140,9 +180,7 @@ def app_url(settings, engine):
 
 
 def _requests_queued(engine) -> int:
-    # queue.Queue counts every put() in unfinished_tasks and the worker never calls task_done(),
-    # so this is the number of generation requests the engine has ever received.
-    return engine._requests.unfinished_tasks
+    return engine.stats.requests  # generation requests the engine has ever received
 
 
 def test_oversized_input_is_refused_with_a_message_and_nothing_is_generated(app_url, engine, settings):

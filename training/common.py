@@ -48,7 +48,7 @@ def load_training_base(settings: Settings, config: TrainingConfig, run: RunSetti
     """The base model in 4-bit NF4 with double quantization (QLoRA), ready for k-bit training."""
     from peft import prepare_model_for_kbit_training
 
-    loaded = load_base(training_model_config(settings, config), settings.path("models"), load_in_4bit=True)
+    loaded = load_base(training_model_config(settings, config), settings.path("models"), quantization="nf4")
     # Freezes the quantized weights and keeps norms in fp32: the QLoRA paper's recipe.
     loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=run.gradient_checkpointing)
     return loaded
@@ -61,7 +61,7 @@ def load_reward_base(settings: Settings, config: TrainingConfig, run: RunSetting
 
     model_config = training_model_config(settings, config)
     loaded = load_base(
-        model_config, settings.path("models"), load_in_4bit=True,
+        model_config, settings.path("models"), quantization="nf4",
         model_class=AutoModelForSequenceClassification, num_labels=1,
     )
     model, tokenizer = loaded.model, loaded.tokenizer
