@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMPS := $(VENV)/.stamps
 
-.PHONY: run test setup setup-test clean
+.PHONY: run test bench setup setup-test clean
 
 # The first run builds the demo data, the index and the three adapters (minutes on a CPU);
 # later runs find every step current and start the app at once. If a step fails the app still
@@ -20,6 +20,13 @@ run: setup
 
 test: setup-test
 	$(PY) -m pytest tests
+
+# The benchmarks print one figure per line (README "Performance"). `make bench LLAMA_CPP=1`
+# first builds llama-cpp-python (about 5 minutes) for the llama.cpp reference figure.
+bench: setup $(if $(filter 1,$(LLAMA_CPP)),$(STAMPS)/llama-cpp)
+	$(PY) bench/chat_bench.py
+	$(PY) bench/retrieval_bench.py
+	$(PY) bench/arena_bench.py
 
 setup: $(STAMPS)/runtime
 
@@ -53,6 +60,10 @@ $(STAMPS)/postgres: | $(STAMPS)/venv
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+	touch $@
+
+$(STAMPS)/llama-cpp: $(STAMPS)/runtime requirements-bench.txt
+	$(PIP) -c constraints.txt -r requirements-bench.txt
 	touch $@
 
 clean:

@@ -1,12 +1,15 @@
 """Chat speed and memory on this machine, one figure per line.
 
-    .venv/bin/python bench/chat_bench.py [--tokens 128] [--threads 2] [--configs nf4,bf16,fp32]
+    .venv/bin/python bench/chat_bench.py [--tokens 128] [--threads 2] [--configs int8,nf4-fp32,...]
 
-For each weight format of the base model: single-stream tokens/s and time to first token
-(greedy, `--tokens` new tokens), then on the default format: an arena battle (two adapters in
-one batched pass) against one answer, the adapter switch cost, and the memory of base + four
-adapters against the base alone. When llama-cpp-python is installed, the same GGUF through
-llama.cpp gives the reference ratio.
+1. For each weight format of the base model: single-stream tokens/s and time to first token
+   (greedy, `--tokens` new tokens, a short question).
+2. On the configured format: time to first token of a RAG turn, retrieval included (a temporary
+   index of the demo corpus unless the configured one exists); concurrent users with and
+   without micro-batching; an arena battle (two adapters in one batched pass) against one
+   answer; the adapter switch cost; the memory of base + four adapters against the base alone.
+3. When llama-cpp-python is installed (requirements-bench.txt), the same GGUF through llama.cpp,
+   and every tokens/s figure's ratio to it.
 """
 
 from __future__ import annotations
@@ -24,11 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from settings import apply_runtime, load_settings  # noqa: E402
 
 QUESTION = [{"role": "user", "content": "Plan three days in Lisbon for a first-time visitor on a mid-range budget."}]
-FORMATS = {"nf4": (True, "bfloat16"), "bf16": (False, "bfloat16"), "fp32": (False, "float32")}
+# name -> (model.quantization, model.compute_dtype)
+FORMATS = {
+    "nf4-fp32": ("nf4", "float32"),  # bitsandbytes 4-bit, matmuls in fp32
+    "nf4-bf16": ("nf4", "bfloat16"),
+    "int8": ("int8", "float32"),  # int8 weights (chatbot/int8.py), fp32 activations
+    "bf16": ("none", "bfloat16"),
+    "fp32": ("none", "float32"),
+}
+
+
+RATES: dict[str, float] = {}  # tokens/s per configuration, for the ratios to llama.cpp
 
 
 def line(name: str, value: float, unit: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>10.2f} {unit:<8} {note}".rstrip(), flush=True)
+    print(f"{name:<48} {value:>10.2f} {unit:<8} {note}".rstrip(), flush=True)
 
 
 def timed_stream(engine, adapter: str, tokens: int) -> tuple[float, float, int]:
@@ -52,10 +65,11 @@ def make_adapters(settings, root: Path, names: list[str]) -> None:
 
     config = ModelConfig.from_settings(settings)
     checkpoint = prepare_checkpoint(config, settings.path("models"))
+    recipe = settings.section("training")["lora"]  # the adapters the pipeline would train
     for seed, name in enumerate(names):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-        lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
+        lora = LoraConfig(r=recipe["r"], lora_alpha=recipe["alpha"], target_modules=recipe["target_modules"], init_lora_weights=False)
         get_peft_model(model, lora).save_pretrained(str(root / name))
         del model
 
@@ -63,13 +77,14 @@ def make_adapters(settings, root: Path, names: list[str]) -> None:
 def bench_format(settings, name: str, tokens: int, repeats: int) -> None:
     from chatbot import ChatEngine
 
-    load_in_4bit, dtype = FORMATS[name]
-    overrides = {"model": {"load_in_4bit": load_in_4bit, "compute_dtype": dtype, "adapters": []}}
+    quantization, dtype = FORMATS[name]
+    overrides = {"model": {"quantization": quantization, "compute_dtype": dtype, "adapters": []}}
     engine = ChatEngine.from_settings(settings.with_overrides(overrides))
     timed_stream(engine, "base", 8)  # warm-up
     runs = [timed_stream(engine, "base", tokens) for _ in range(repeats)]
     rate = statistics.median(n / total for _, total, n in runs)
     ttft = statistics.median(first for first, _, _ in runs)
+    RATES[name] = rate
     line(f"chat tokens/s [{name}]", rate, "tok/s", f"median of {repeats}, {runs[0][2]} tokens")
     line(f"chat time to first token [{name}]", ttft * 1000, "ms")
     engine.close()
@@ -95,29 +110,106 @@ def bench_adapters(settings, tokens: int, repeats: int) -> None:
             b.numel() * b.element_size() for b in engine._model.buffers()
         )
         line("memory base alone", base_bytes / 2**20, "MiB")
-        line("memory base + 4 adapters", all_bytes / 2**20, "MiB", f"ratio {all_bytes / base_bytes:.2f}x")
+        recipe = settings.section("training")["lora"]
+        line("memory base + 4 adapters", all_bytes / 2**20, "MiB",
+             f"ratio {all_bytes / base_bytes:.2f}x (LoRA r={recipe['r']}, {recipe['target_modules']})")
 
         engine.complete(QUESTION, "qlora", temperature=0, max_new_tokens=8)
-        single = statistics.median(timed_stream(engine, "qlora", tokens)[1] for _ in range(repeats))
-        battle_times = []
-        for _ in range(repeats):
+        single_times, battle_times = [], []
+        for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both alike
+            single_times.append(timed_stream(engine, "qlora", tokens)[1])
             start = time.perf_counter()
             engine.complete_rows([(QUESTION, "qlora"), (QUESTION, "raft")], temperature=0, max_new_tokens=tokens, repetition_penalty=1.0)
             battle_times.append(time.perf_counter() - start)
-        battle = statistics.median(battle_times)
+        single, battle = statistics.median(single_times), statistics.median(battle_times)
         line("arena battle, one batched pass", battle, "s", f"{battle / single:.2f}x one answer ({single:.2f} s)")
 
-        # Switch cost: a one-token request alternating adapters vs staying on one.
+        # Switch cost. Nothing is switched: every pass names each row's adapter. The only work a
+        # new adapter mix causes is building its row masks (once per mix, cached): time that for
+        # every packed layer, and compare short requests alternating adapters with same-adapter ones.
+        from chatbot.multi_lora import PackedLora
+
+        packs = [m._wayfarer_packed for m in engine._model.modules() if isinstance(getattr(m, "_wayfarer_packed", None), PackedLora)]
+        for pack in packs:
+            pack._masks.clear()
+        start = time.perf_counter()
+        for pack in packs:
+            pack.mask(["extra", "rlhf"])
+        line("adapter switch cost (a new mix, all layers)", (time.perf_counter() - start) * 1000, "ms",
+             f"{len(packs)} layers; per-row adapter_names, no set_adapter")
+
         def one_token(adapter: str) -> float:
             start = time.perf_counter()
-            engine.complete(QUESTION, adapter, temperature=0, max_new_tokens=1)
+            engine.complete([{"role": "user", "content": "Hi"}], adapter, temperature=0, max_new_tokens=1)
             return time.perf_counter() - start
 
-        same = statistics.median(one_token("qlora") for _ in range(10))
-        switching = statistics.median(one_token(names[i % 2]) for i in range(10))
-        line("adapter switch cost", max(0.0, switching - same) * 1000, "ms", "per-call adapter_names, no set_adapter")
+        pairs = [(one_token("qlora"), one_token("qlora"), one_token("raft")) for _ in range(10)]
+        extra = statistics.median(switched - same for _, same, switched in pairs)
+        line("a request on another adapter than the last", extra * 1000, "ms",
+             f"vs the same adapter (median of 10 pairs of {statistics.median(p[1] for p in pairs) * 1000:.0f} ms requests)")
         engine.close()
     del torch
+
+
+def bench_rag_first_token(settings, repeats: int) -> None:
+    """A chat turn as the app runs it: retrieve, build the RAFT prompt, stream the first piece."""
+    from chatbot import ChatEngine
+    from chatbot.rag import RagChat
+    from retrieval import build_index
+    from training.ingest import ingest_to_threads
+
+    questions = ["Cheapest way from Narita airport to Shinjuku?", "Is the Lisbon card worth it for three days?",
+                 "Best area to stay in Mexico City for a first trip?", "How early should I book Machu Picchu tickets?",
+                 "Do I need cash in Vienna or are cards fine?"][:repeats + 1]
+    engine = ChatEngine.from_settings(settings.with_overrides({"model": {"adapters": []}}))
+    with tempfile.TemporaryDirectory(prefix="wayfarer-bench-") as home:
+        rag = RagChat.from_settings(engine, settings)
+        where = "configured index"
+        if not rag.retrieval_available:
+            scratch = settings.with_overrides({"paths": {"home": home}})
+            ingest_to_threads(scratch, inputs=[settings.path("demo_corpus")], progress=False)
+            build_index(scratch, progress=False)
+            rag = RagChat.from_settings(engine, scratch)
+            where = "demo index"
+        firsts, prompt_tokens = [], []
+        for question in questions:
+            start = time.perf_counter()
+            turn = rag.prepare([{"role": "user", "content": question}], use_retrieval=True)
+            stream = engine.generate(turn.messages, "base", temperature=0, max_new_tokens=4)
+            next(stream)
+            firsts.append(time.perf_counter() - start)
+            stream.close()
+            prompt_tokens.append(len(engine.build_prompt(turn.messages)))
+    firsts, prompt_tokens = firsts[1:], prompt_tokens[1:]  # the first turn warms the embedder up
+    line("RAG time to first token (retrieval included)", statistics.median(firsts) * 1000, "ms",
+         f"median of {len(firsts)}, {where}, prompts of ~{int(statistics.median(prompt_tokens))} tokens")
+    engine.close()
+
+
+def bench_concurrent_users(settings, users: int, tokens: int) -> None:
+    """`users` different questions at once: one pass per request vs micro-batched passes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chatbot import ChatEngine
+
+    questions = [[{"role": "user", "content": q}] for q in (
+        "What should I pack for Iceland in October?", "Is the Japan Rail Pass still worth it?",
+        "How many days do I need in Rome?", "Tips for a first solo trip to Vietnam?",
+        "Best way from Budapest to Vienna?", "Where to see the northern lights cheaply?",
+        "How to avoid tourist traps in Paris?", "Is Patagonia doable on a budget?")][:users]
+    engine = ChatEngine.from_settings(settings.with_overrides({"model": {"adapters": []}}))
+    engine.complete(questions[0], "base", temperature=0, max_new_tokens=4)
+    for rows in (1, engine.max_batch_rows):
+        engine.max_batch_rows = rows
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=users) as pool:
+            answers = list(pool.map(lambda q: engine.complete(q, "base", temperature=0, max_new_tokens=tokens,
+                                                              repetition_penalty=1.0), questions))
+        seconds = time.perf_counter() - start
+        produced = sum(len(engine.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+        label = "no batching" if rows == 1 else f"micro-batched, up to {rows} rows"
+        line(f"{users} concurrent users, total tokens/s [{label}]", produced / seconds, "tok/s", f"all answered in {seconds:.1f} s")
+    engine.close()
 
 
 def bench_llama_cpp(settings, tokens: int, threads: int) -> None:
@@ -136,7 +228,10 @@ def bench_llama_cpp(settings, tokens: int, threads: int) -> None:
     start = time.perf_counter()
     out = llm.create_chat_completion(messages=QUESTION, max_tokens=tokens, temperature=0)
     total = time.perf_counter() - start
-    line("chat tokens/s [llama.cpp, same GGUF]", out["usage"]["completion_tokens"] / total, "tok/s")
+    reference = out["usage"]["completion_tokens"] / total
+    line("chat tokens/s [llama.cpp, same GGUF]", reference, "tok/s", "the reference")
+    for name, rate in RATES.items():
+        line(f"ratio to llama.cpp [{name}]", rate / reference, "x")
 
 
 def main() -> None:
@@ -144,14 +239,20 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--configs", default="nf4,bf16,fp32")
+    parser.add_argument("--configs", default=",".join(FORMATS))
+    parser.add_argument("--users", type=int, default=4, help="concurrent users for the micro-batching figure")
     parser.add_argument("--skip-adapters", action="store_true")
     args = parser.parse_args()
     settings = load_settings(overrides={"runtime": {"torch_threads": args.threads}})
     apply_runtime(settings)
-    print(f"# profile {settings.profile}, model {settings.get('model.base')}, {args.threads} threads, {args.tokens} new tokens, greedy")
+    print(
+        f"# profile {settings.profile}, model {settings.get('model.base')} ({settings.get('model.quantization')}, "
+        f"{settings.get('model.compute_dtype')}), {args.threads} threads, {args.tokens} new tokens, greedy"
+    )
     for name in args.configs.split(","):
         bench_format(settings, name.strip(), args.tokens, args.repeats)
+    bench_rag_first_token(settings, args.repeats)
+    bench_concurrent_users(settings, args.users, args.tokens // 2)
     if not args.skip_adapters:
         bench_adapters(settings, args.tokens, args.repeats)
     bench_llama_cpp(settings, args.tokens, args.threads)

@@ -45,12 +45,15 @@ class PackedLora:
             layer.lora_B[name].weight.data = self.b[:, start:end]
         self._masks: dict[tuple[str, ...], torch.Tensor | None] = {}
 
-    def mask(self, adapter_names: list[str]) -> torch.Tensor | None:
-        """(rows, 1, n*r): each row's adapter scaling on its columns; None when every row is the base."""
+    def mask(self, adapter_names: list[str]) -> torch.Tensor | None | bool:
+        """(rows, 1, n*r): each row's adapter scaling on its columns; None when every row is the
+        base; False when a row names an adapter that is not packed here."""
         key = tuple(adapter_names)
         if key in self._masks:
             return self._masks[key]
-        if all(name == BASE_ROW for name in key):
+        if any(name != BASE_ROW and name not in self.columns for name in key):
+            mask = False
+        elif all(name == BASE_ROW for name in key):
             mask = None
         else:
             mask = torch.zeros(len(key), 1, self.a.shape[0], dtype=self.a.dtype, device=self.a.device)
@@ -63,8 +66,7 @@ class PackedLora:
         self._masks[key] = mask
         return mask
 
-    def __call__(self, x: torch.Tensor, result: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
-        mask = self.mask(adapter_names)
+    def __call__(self, x: torch.Tensor, result: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if mask is None:
             return result
         rows = x.shape[0]
@@ -93,10 +95,11 @@ def _packed_forward(layer):
         packed = getattr(layer, "_wayfarer_packed", None)
         if adapter_names is None or packed is None or x.dim() != 3 or layer.training or layer.disable_adapters or layer.merged:
             return peft_forward(x, *args, **kwargs)
-        if any(name != BASE_ROW and name not in packed.columns for name in adapter_names):
+        mask = packed.mask(adapter_names)
+        if mask is False:
             return peft_forward(x, *args, **kwargs)
         kwargs.pop("adapter_names")
-        return packed(x, layer.base_layer(x, *args, **kwargs), adapter_names)
+        return packed(x, layer.base_layer(x, *args, **kwargs), mask)
 
     return forward
 
@@ -107,6 +110,7 @@ def pack_adapters(model, names: list[str]) -> int:
     from peft.tuners.lora import LoraLayer
 
     packed = 0
+    shared_masks: dict[tuple, dict] = {}  # layers with the same columns and scalings share their masks
     for module in model.modules():
         if not isinstance(module, LoraLayer) or not hasattr(module, "base_layer"):
             continue
@@ -115,7 +119,10 @@ def pack_adapters(model, names: list[str]) -> int:
             continue
         if "forward" not in module.__dict__:
             module.forward = _packed_forward(module)
-        module._wayfarer_packed = PackedLora(module, names)
+        pack = PackedLora(module, names)
+        layout = (tuple(pack.columns.items()), tuple(pack.scaling.items()), pack.a.dtype, pack.a.device)
+        pack._masks = shared_masks.setdefault(layout, pack._masks)
+        module._wayfarer_packed = pack
         packed += 1
     return packed
 

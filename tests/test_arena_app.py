@@ -135,12 +135,11 @@ def test_another_session_cannot_vote_on_a_battle_it_did_not_see(arena_app):
 def test_browser_page_shows_no_model_name_before_the_vote(arena_app, engine):
     import shutil
 
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    import playwright.sync_api as playwright_api
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("no Chromium installed (make setup-test installs it)")
+    assert chromium, "no Chromium installed (make setup-test installs Debian's package)"
     url, store, _ = arena_app
-    names = engine.adapters
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page()

@@ -23,8 +23,6 @@ from evaluation.judge import (
 from evaluation.metrics import bertscore, bleu, rouge, semantic_similarity, split_sentences
 from evaluation.rag_metrics import average_precision, context_recall, faithfulness
 
-from tests.conftest import make_lora_adapter  # noqa: F401  (the adapters come from the session fixtures)
-
 SESSION = hash_session("test-salt", "evaluation-tests")
 REFERENCE = "Take the Keisei Access Express from Narita to Nippori; it is the cheapest way into Tokyo."
 

@@ -7,14 +7,13 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from arena.config import ArenaConfig
 from arena.export import export_votes
-from arena.leaderboard import compute_leaderboard, write_plots
+from arena.leaderboard import compute_leaderboard, simulate_votes, write_plots
 from arena.sessions import hash_session
 from arena.store import SQLiteVoteStore, VoteRow
 
@@ -23,19 +22,9 @@ from tests.conftest import MODELS_CACHE, REPO
 TRUE = {"m0": 1000.0, "m1": 1150.0, "m2": 900.0, "m3": 1250.0, "m4": 1050.0}
 
 
-def simulate(n: int, seed: int = 0, true=TRUE, session="s" * 64, spacing_s: float = 1.0) -> list[VoteRow]:
-    """Battles drawn from the Bradley-Terry model with known ratings (no ties)."""
-    rng = np.random.default_rng(seed)
-    names = list(true)
-    r = np.array([true[m] for m in names])
-    a = rng.integers(0, len(names), n)
-    b = (a + rng.integers(1, len(names), n)) % len(names)
-    p_a = 1 / (1 + 10 ** ((r[b] - r[a]) / 400))
-    won = rng.random(n) < p_a
-    return [
-        VoteRow(f"{i:032x}", session, names[a[i]], names[b[i]], "model_a" if won[i] else "model_b", i * spacing_s, 0)
-        for i in range(n)
-    ]
+def simulate(n: int, seed: int = 0, spacing_s: float = 1.0) -> list[VoteRow]:
+    """Battles drawn from the Bradley-Terry model with the TRUE ratings, all from one session."""
+    return simulate_votes(TRUE, n, seed=seed, spacing_s=spacing_s)
 
 
 def reference_ratings(votes: list[VoteRow]) -> dict[str, float]:
@@ -117,11 +106,11 @@ def test_flagged_sessions_are_left_out_of_the_ratings():
     assert board.models[0] == "m3" and board.models[-1] == "m2"
 
 
-def test_100k_votes_with_100_bootstraps_take_seconds_and_plots_are_written(tmp_path):
+def test_100k_votes_with_100_bootstraps_give_a_board_and_plots(tmp_path):
+    # How long this takes is measured by bench/arena_bench.py, not here.
     votes = simulate(100_000, seed=7)
-    started = time.perf_counter()
     board = compute_leaderboard(votes, bootstrap_rounds=100)
-    assert time.perf_counter() - started < 10
+    assert board.votes_used == 100_000 and board.models[0] == max(TRUE, key=TRUE.get)
     ratings, heatmap = write_plots(board, tmp_path / "plots")
     for path in (ratings, heatmap):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
