@@ -212,6 +212,32 @@ def bench_concurrent_users(settings, users: int, tokens: int) -> None:
     engine.close()
 
 
+# A RAG-sized prompt (about 1,300 tokens) for the prompt-reading figure, the same text for both.
+LONG_PROMPT = [{"role": "user", "content": " ".join(
+    ["Lisbon tips from r/travel: ride tram 28 early, buy a Viva Viagem card, skip the Santa Justa queue,"
+     " eat pasteis de nata in Belem, and walk Alfama at sunset for the views."] * 26
+) + " Which of these tips matter most for a three day visit?"}]
+PROMPT_RATES: dict[str, float] = {}
+
+
+def bench_prompt_reading(settings) -> None:
+    """Tokens/s reading a long prompt (what a RAG turn's first token waits for), configured format."""
+    from chatbot import ChatEngine
+
+    engine = ChatEngine.from_settings(settings.with_overrides({"model": {"adapters": []}}))
+    count = len(engine.build_prompt(LONG_PROMPT))
+    engine.complete(LONG_PROMPT, "base", temperature=0, max_new_tokens=1)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        engine.complete(LONG_PROMPT, "base", temperature=0, max_new_tokens=1)
+        times.append(time.perf_counter() - start)
+    name = settings.get("model.quantization")
+    PROMPT_RATES[name] = count / statistics.median(times)
+    line(f"prompt reading tokens/s [{name}]", PROMPT_RATES[name], "tok/s", f"{count}-token prompt, first token in {statistics.median(times):.2f} s")
+    engine.close()
+
+
 def bench_llama_cpp(settings, tokens: int, threads: int) -> None:
     try:
         from llama_cpp import Llama
@@ -232,6 +258,16 @@ def bench_llama_cpp(settings, tokens: int, threads: int) -> None:
     line("chat tokens/s [llama.cpp, same GGUF]", reference, "tok/s", "the reference")
     for name, rate in RATES.items():
         line(f"ratio to llama.cpp [{name}]", rate / reference, "x")
+    times = []
+    for _ in range(2):
+        llm.reset()  # no prefix reuse between runs: read the whole prompt each time
+        start = time.perf_counter()
+        out = llm.create_chat_completion(messages=LONG_PROMPT, max_tokens=1, temperature=0)
+        times.append(time.perf_counter() - start)
+    prompt_rate = out["usage"]["prompt_tokens"] / min(times)
+    line("prompt reading tokens/s [llama.cpp]", prompt_rate, "tok/s", f"{out['usage']['prompt_tokens']}-token prompt")
+    for name, rate in PROMPT_RATES.items():
+        line(f"prompt reading ratio to llama.cpp [{name}]", rate / prompt_rate, "x")
 
 
 def main() -> None:
@@ -251,6 +287,7 @@ def main() -> None:
     )
     for name in args.configs.split(","):
         bench_format(settings, name.strip(), args.tokens, args.repeats)
+    bench_prompt_reading(settings)
     bench_rag_first_token(settings, args.repeats)
     bench_concurrent_users(settings, args.users, args.tokens // 2)
     if not args.skip_adapters:
