@@ -37,9 +37,6 @@ FORMATS = {
 }
 
 
-RATES: dict[str, float] = {}  # tokens/s per configuration, for the ratios to llama.cpp
-
-
 def line(name: str, value: float, unit: str, note: str = "") -> None:
     print(f"{name:<48} {value:>10.2f} {unit:<8} {note}".rstrip(), flush=True)
 
@@ -74,7 +71,8 @@ def make_adapters(settings, root: Path, names: list[str]) -> None:
         del model
 
 
-def bench_format(settings, name: str, tokens: int, repeats: int) -> None:
+def bench_format(settings, name: str, tokens: int, repeats: int) -> float:
+    """Tokens/s of one weight format (also printed, with the time to first token)."""
     from chatbot import ChatEngine
 
     quantization, dtype = FORMATS[name]
@@ -84,12 +82,12 @@ def bench_format(settings, name: str, tokens: int, repeats: int) -> None:
     runs = [timed_stream(engine, "base", tokens) for _ in range(repeats)]
     rate = statistics.median(n / total for _, total, n in runs)
     ttft = statistics.median(first for first, _, _ in runs)
-    RATES[name] = rate
     line(f"chat tokens/s [{name}]", rate, "tok/s", f"median of {repeats}, {runs[0][2]} tokens")
     line(f"chat time to first token [{name}]", ttft * 1000, "ms")
     engine.close()
     del engine
     gc.collect()
+    return rate
 
 
 def bench_adapters(settings, tokens: int, repeats: int) -> None:
@@ -217,10 +215,7 @@ LONG_PROMPT = [{"role": "user", "content": " ".join(
     ["Lisbon tips from r/travel: ride tram 28 early, buy a Viva Viagem card, skip the Santa Justa queue,"
      " eat pasteis de nata in Belem, and walk Alfama at sunset for the views."] * 26
 ) + " Which of these tips matter most for a three day visit?"}]
-PROMPT_RATES: dict[str, float] = {}
-
-
-def bench_prompt_reading(settings) -> None:
+def bench_prompt_reading(settings) -> dict[str, float]:
     """Tokens/s reading a long prompt (what a RAG turn's first token waits for), configured format."""
     from chatbot import ChatEngine
 
@@ -233,12 +228,14 @@ def bench_prompt_reading(settings) -> None:
         engine.complete(LONG_PROMPT, "base", temperature=0, max_new_tokens=1)
         times.append(time.perf_counter() - start)
     name = settings.get("model.quantization")
-    PROMPT_RATES[name] = count / statistics.median(times)
-    line(f"prompt reading tokens/s [{name}]", PROMPT_RATES[name], "tok/s", f"{count}-token prompt, first token in {statistics.median(times):.2f} s")
+    rate = count / statistics.median(times)
+    line(f"prompt reading tokens/s [{name}]", rate, "tok/s", f"{count}-token prompt, first token in {statistics.median(times):.2f} s")
     engine.close()
+    return {name: rate}
 
 
-def bench_llama_cpp(settings, tokens: int, threads: int) -> None:
+def bench_llama_cpp(settings, tokens: int, threads: int, rates: dict[str, float], prompt_rates: dict[str, float]) -> None:
+    """The same GGUF through llama.cpp, and the ratio of each of our figures to it."""
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -256,7 +253,7 @@ def bench_llama_cpp(settings, tokens: int, threads: int) -> None:
     total = time.perf_counter() - start
     reference = out["usage"]["completion_tokens"] / total
     line("chat tokens/s [llama.cpp, same GGUF]", reference, "tok/s", "the reference")
-    for name, rate in RATES.items():
+    for name, rate in rates.items():
         line(f"ratio to llama.cpp [{name}]", rate / reference, "x")
     times = []
     for _ in range(2):
@@ -266,7 +263,7 @@ def bench_llama_cpp(settings, tokens: int, threads: int) -> None:
         times.append(time.perf_counter() - start)
     prompt_rate = out["usage"]["prompt_tokens"] / min(times)
     line("prompt reading tokens/s [llama.cpp]", prompt_rate, "tok/s", f"{out['usage']['prompt_tokens']}-token prompt")
-    for name, rate in PROMPT_RATES.items():
+    for name, rate in prompt_rates.items():
         line(f"prompt reading ratio to llama.cpp [{name}]", rate / prompt_rate, "x")
 
 
@@ -285,14 +282,15 @@ def main() -> None:
         f"# profile {settings.profile}, model {settings.get('model.base')} ({settings.get('model.quantization')}, "
         f"{settings.get('model.compute_dtype')}), {args.threads} threads, {args.tokens} new tokens, greedy"
     )
+    rates = {}  # tokens/s per format, for the ratios to llama.cpp
     for name in args.configs.split(","):
-        bench_format(settings, name.strip(), args.tokens, args.repeats)
-    bench_prompt_reading(settings)
+        rates[name.strip()] = bench_format(settings, name.strip(), args.tokens, args.repeats)
+    prompt_rates = bench_prompt_reading(settings)
     bench_rag_first_token(settings, args.repeats)
     bench_concurrent_users(settings, args.users, args.tokens // 2)
     if not args.skip_adapters:
         bench_adapters(settings, args.tokens, args.repeats)
-    bench_llama_cpp(settings, args.tokens, args.threads)
+    bench_llama_cpp(settings, args.tokens, args.threads, rates, prompt_rates)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-BASE_ROW = "__base__"  # peft's name for rows without an adapter
+from chatbot.adapters import PEFT_BASE_NAME as BASE_ROW  # peft's name for rows without an adapter
+
 
 
 class PackedLora:
