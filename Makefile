@@ -62,8 +62,11 @@ $(STAMPS)/postgres: | $(STAMPS)/venv
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 	touch $@
 
+# A portable build (AVX2 + FMA + F16C, no AVX-512/AMX): the same binary runs on every x86-64 CI
+# machine, and a CPU feature the build machine has but the runner lacks cannot crash the bench.
+LLAMA_CPP_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF
 $(STAMPS)/llama-cpp: $(STAMPS)/runtime requirements-bench.txt
-	$(PIP) -c constraints.txt -r requirements-bench.txt
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(PIP) --no-cache-dir -c constraints.txt -r requirements-bench.txt
 	touch $@
 
 clean:

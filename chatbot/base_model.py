@@ -27,7 +27,7 @@ class ModelConfig:
 
     base: str
     gguf_file: str | None = None
-    quantization: str = "nf4"  # one of QUANTIZATIONS
+    quantization: str = "nf4"  # one of QUANTIZATIONS, or "auto" (chatbot/calibration.py)
     compute_dtype: str = "bfloat16"
     device: str = "auto"
     adapters: tuple[str, ...] = ()
@@ -42,7 +42,9 @@ class ModelConfig:
 
 # nf4: bitsandbytes 4-bit NF4 with double quantization (QLoRA's format; the GPU default).
 # int8: weight-only int8 (chatbot/int8.py), the fastest format on a CPU. none: compute_dtype.
+# auto: the fastest of them on this machine (chatbot/calibration.py; a GPU keeps nf4).
 QUANTIZATIONS = ("nf4", "int8", "none")
+AUTO = "auto"
 
 
 @dataclasses.dataclass
@@ -51,7 +53,8 @@ class LoadedBase:
     tokenizer: object  # transformers PreTrainedTokenizer
     model_id: str  # the configured reference: what adapters record as their base
     device: str
-    quantization: str  # one of QUANTIZATIONS
+    quantization: str  # one of QUANTIZATIONS (auto resolved)
+    quantization_reason: str = "configured"  # why this format (auto: the calibration's figures)
 
     @property
     def quantized(self) -> bool:
@@ -122,6 +125,17 @@ def _convert_gguf(gguf_path: Path, target: Path, fingerprint: str) -> None:
     print(f"[wayfarer] Embedded model ready at {target}.", file=sys.stderr, flush=True)
 
 
+def resolve_quantization(settings: Settings):
+    """The format `model.quantization` means on this machine, with the reason (a
+    chatbot.calibration.QuantizationChoice); `auto` is measured once per machine and cached."""
+    from chatbot.calibration import QuantizationChoice, choose_quantization
+
+    config = ModelConfig.from_settings(settings)
+    if config.quantization != AUTO:
+        return QuantizationChoice(config.quantization, "configured (model.quantization)")
+    return choose_quantization(config, settings.path("models"), resolve_device(config.device))
+
+
 def resolve_device(requested: str) -> str:
     import torch
 
@@ -147,8 +161,15 @@ def load_base(
     device = resolve_device(config.device)
     dtype = getattr(torch, config.compute_dtype)
     quantization = quantization or config.quantization
+    reason = "configured"
+    if quantization == AUTO:
+        from chatbot.calibration import choose_quantization
+
+        choice = choose_quantization(config, models_dir, device)
+        quantization, reason = choice.quantization, choice.reason
+        print(f"[wayfarer] model.quantization auto -> {quantization}: {reason}", file=sys.stderr, flush=True)
     if quantization not in QUANTIZATIONS:
-        raise ValueError(f"model.quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
+        raise ValueError(f"model.quantization must be one of {QUANTIZATIONS} or {AUTO!r}, not {quantization!r}")
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}, **model_kwargs}
     if quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -166,4 +187,5 @@ def load_base(
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedBase(model=model, tokenizer=tokenizer, model_id=config.base, device=device, quantization=quantization)
+    return LoadedBase(model=model, tokenizer=tokenizer, model_id=config.base, device=device, quantization=quantization,
+                      quantization_reason=reason)

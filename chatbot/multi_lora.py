@@ -46,6 +46,10 @@ class PackedLora:
             layer.lora_B[name].weight.data = self.b[:, start:end]
         self._masks: dict[tuple[str, ...], torch.Tensor | None] = {}
 
+    def clear_masks(self) -> None:
+        """Forget the cached row masks (shared by layers of one layout): the next mix builds anew."""
+        self._masks.clear()
+
     def mask(self, adapter_names: list[str]) -> torch.Tensor | None | bool:
         """(rows, 1, n*r): each row's adapter scaling on its columns; None when every row is the
         base; False when a row names an adapter that is not packed here."""

@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 
-from chatbot.engine import GenerationError
+from chatbot.sampling import GenerationError
 
 # OpenAI request field -> engine sampling option
 _SAMPLING_FIELDS = {
@@ -40,7 +40,7 @@ def _error(status: int, message: str, kind: str = "invalid_request_error"):
 
 
 def create_app(engine, *, api_key: str | None = None):
-    """A FastAPI app answering with `engine` (a ChatEngine, or anything with its surface)."""
+    """A FastAPI app answering with `engine` (any chatbot.engine_protocol.Engine)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse
 
@@ -148,14 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     apply_runtime(settings)
     import uvicorn
 
-    from chatbot.engine import ChatEngine
+    from chatbot.engine_protocol import engine_from_settings
 
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             parser.error(f"${args.api_key_env} is empty")
-    engine = ChatEngine.from_settings(settings)
+    # The configured backend: usually the local model; a remote one makes this a proxy.
+    engine = engine_from_settings(settings)
     uvicorn.run(create_app(engine, api_key=api_key), host=args.host, port=args.port)
     return 0
 

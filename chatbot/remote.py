@@ -21,7 +21,8 @@ import threading
 from collections.abc import Iterator
 
 from chatbot.adapters import BASE_ADAPTER
-from chatbot.engine import GenerationError, SamplingConfig, WholeAnswers
+from chatbot.engine_protocol import WholeAnswers
+from chatbot.sampling import GenerationError, SamplingConfig
 from settings import Settings, build_dataclass
 
 BACKENDS = ("local", "openai")
@@ -51,14 +52,11 @@ class InferenceConfig:
         return config
 
 
-def engine_from_settings(settings: Settings):
-    """The configured engine: ChatEngine (the model in this process) or RemoteEngine."""
-    config = InferenceConfig.from_settings(settings)
-    if config.backend == "openai":
-        return RemoteEngine.from_settings(settings)
-    from chatbot.engine import ChatEngine
+def engine_from_settings(settings: Settings, *, adapters_dir=None):
+    """The configured engine (see chatbot.engine_protocol.engine_from_settings, the one factory)."""
+    from chatbot.engine_protocol import engine_from_settings as factory
 
-    return ChatEngine.from_settings(settings)
+    return factory(settings, adapters_dir=adapters_dir)
 
 
 _END = object()

@@ -67,3 +67,17 @@ def _as_tensor(ids: list[int]):
     import torch
 
     return torch.tensor(ids)
+
+
+class RowTextDecoder:
+    """Token ids of one row in, text pieces out to `output` as (row, text), released as
+    transformers' TextStreamer releases them (the continuous-batching engine, token by token)."""
+
+    def __init__(self, tokenizer, row: int, output: queue.Queue):
+        self._decoder = _RowDecoder(tokenizer, row, output)
+
+    def put(self, token_id: int) -> None:
+        self._decoder.put(_as_tensor([token_id]))
+
+    def end(self) -> None:
+        self._decoder.end()

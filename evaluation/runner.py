@@ -2,8 +2,10 @@
 
 Answers are greedy; the uncached (model, question) rows go through the engine in batched passes
 (`evaluation.batch_size` rows each, per-row adapters), with the RAG models' prompts holding the
-documents retrieved for the question. Everything computed goes into the cache first; the run
-then writes results.json, which `python -m evaluation report` renders.
+documents retrieved for the question. The judge reads the answers (evaluation/judge.py), and
+the Reddit-preference pairs of the golden threads are scored by every metric and the judge
+(evaluation/reddit_preference.py). Everything computed goes into the cache first; the run then
+writes results.json, which `python -m evaluation report` renders.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime as dt
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from evaluation.cache import EvaluationCache, model_fingerprint, text_hash
@@ -21,20 +23,23 @@ from evaluation.config import PAIRWISE, SINGLE, EvaluationConfig
 from evaluation.judge import (
     JudgeError,
     PairwiseItem,
-    complete_cached,
     grading_prompt,
+    is_local,
     judge_from_config,
+    judge_grades,
     judge_pairwise,
-    parse_grade,
 )
 from evaluation.metrics import golden_metrics
-from evaluation.rag_metrics import rag_metrics
+from evaluation.rag_metrics import answer_relevance, faithfulness, rag_metrics
+from evaluation.reddit_preference import OTHER, UPVOTED, build_pairs
 from settings import Settings
 
 
 RESULTS_FILE = "results.json"
 CACHE_FILE = "cache.sqlite3"
 SCORER_VERSION = "metrics-v1"  # bump when a metric's definition changes: cached scores are recomputed
+STAGES = ("retrieving", "answering", "scoring", "judging", "reddit pairs")  # in run order, for progress bars
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class GoldenMissingError(FileNotFoundError):
@@ -68,18 +73,26 @@ class RunStats:
     scores_cached: int = 0
     judge_prompts_asked: int = 0
     judge_prompts_cached: int = 0
+    reddit_pairs: int = 0
+    reddit_scores_computed: int = 0
+    reddit_scores_cached: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict = dataclasses.field(default_factory=dict)  # answers, scores, judge, reddit pairs
 
     @property
     def computed(self) -> int:
         """Everything that was not found in the cache (0 on an unchanged rerun)."""
-        return self.answers_generated + self.scores_computed + self.judge_prompts_asked
+        return self.answers_generated + self.scores_computed + self.judge_prompts_asked + self.reddit_scores_computed
 
     def summary(self) -> str:
         return (
             f"{self.questions} questions x {self.models} models: "
             f"answers {self.answers_generated} generated / {self.answers_cached} cached, "
             f"scores {self.scores_computed} computed / {self.scores_cached} cached, "
-            f"judge prompts {self.judge_prompts_asked} asked / {self.judge_prompts_cached} cached"
+            f"judge prompts {self.judge_prompts_asked} asked / {self.judge_prompts_cached} cached; "
+            f"{self.reddit_pairs} Reddit-preference pairs, reply scores {self.reddit_scores_computed} computed / "
+            f"{self.reddit_scores_cached} cached; {self.seconds:.0f} s ("
+            + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in self.stage_seconds.items()) + ")"
         )
 
 
@@ -114,12 +127,52 @@ def load_golden(settings: Settings, max_questions: int | None = None) -> list[Go
     return questions[:max_questions] if max_questions else questions
 
 
-def _progress(iterable, *, desc: str, enabled: bool, total: int | None = None):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
+class _Progress:
+    """tqdm bars for the command line and/or a callback (the app's progress bar), per stage."""
 
-    return tqdm(iterable, desc=desc, total=total)
+    def __init__(self, bars: bool, callback: ProgressCallback | None):
+        self.bars = bars
+        self.callback = callback
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.callback is not None:
+            self.callback(stage, done, total)
+
+    def iterate(self, items: list, stage: str):
+        self(stage, 0, len(items))
+        iterable = items
+        if self.bars:
+            from tqdm.auto import tqdm
+
+            iterable = tqdm(items, desc=stage)
+        for done, item in enumerate(iterable, start=1):
+            yield item
+            self(stage, done, len(items))
+
+
+def machine_description() -> str:
+    """The CPU (and GPU) the run's timings were measured on, e.g. for the report's run line."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = [f for f in ("avx512f", "avx512_bf16", "amx_tile") if f" {f}" in text]
+        flags = f" ({', '.join(found)})" if found else " (no AVX-512)"
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}{flags}, {torch.get_num_threads()} torch threads{gpu}"
 
 
 def _document_dict(document) -> dict:
@@ -135,24 +188,31 @@ def run_evaluation(
     adapters_dir: Path | None = None,
     config: EvaluationConfig | None = None,
     progress: bool = True,
+    on_progress: ProgressCallback | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Answer, score and judge; cached per (model fingerprint, question, retrieval, prompt).
 
     `engine`/`rag`/`judge` default to the configured ones (the judge: an endpoint named by the
     environment, else the engine's `judge.local_model`). `adapters_dir` is where the engine's
-    adapters were loaded from (for fingerprints; default paths.adapters).
+    adapters were loaded from (for fingerprints; default paths.adapters). `progress`: tqdm bars;
+    `on_progress(stage, done, total)` is called as each stage advances (stages: STAGES).
     """
+    import time
+
+    started = time.monotonic()
     config = config or EvaluationConfig.from_settings(settings)
     environ = os.environ if environ is None else environ
     adapters_dir = Path(adapters_dir or settings.path("adapters"))
-    questions = load_golden(settings, config.max_questions)
+    every_question = load_golden(settings)
+    questions = every_question[: config.max_questions] if config.max_questions else every_question
     notices: list[str] = []
+    report = _Progress(progress, on_progress)
 
     if engine is None:
-        from chatbot import ChatEngine
+        from chatbot.engine import engine_from_settings
 
-        engine = ChatEngine.from_settings(settings, adapters_dir=adapters_dir)
+        engine = engine_from_settings(settings, adapters_dir=adapters_dir)
     wanted = list(config.models) or list(engine.adapters)
     models = [m for m in wanted if m in engine.adapters]
     for name in wanted:
@@ -164,7 +224,9 @@ def run_evaluation(
     if rag is None:
         from chatbot.rag import RagChat
 
-        rag = RagChat.from_settings(engine, settings) if retrieval_models else RagChat(engine, None)
+        # The Reddit-preference pairs need retrieval too (faithfulness of a reply to the documents).
+        wants_retrieval = bool(retrieval_models) or config.reddit_preference.enabled
+        rag = RagChat.from_settings(engine, settings) if wants_retrieval else RagChat(engine, None)
     if retrieval_models and not rag.retrieval_available:
         notices.append(f"retrieval is unavailable, so {', '.join(retrieval_models)} answered without documents: "
                        f"{rag.unavailable_reason or 'no retriever'}")
@@ -173,23 +235,46 @@ def run_evaluation(
     cache = EvaluationCache(config.directory / CACHE_FILE)
     stats = RunStats(questions=len(questions), models=len(models))
 
-    answers = _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_models, config, stats, progress)
-    scores = _score_all(cache, questions, models, answers, config, stats, progress)
+    clock = time.monotonic()
 
-    judge_section: dict = {"modes": list(config.judge.modes), "identity": None, "pairwise": [], "grades": {}, "error": None}
-    if config.judge.modes and (len(models) > 1 or SINGLE in config.judge.modes):
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        stats.stage_seconds[stage] = round(now - clock, 1)
+        clock = now
+
+    answers = _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_models, config, stats, report)
+    lap("answers")
+    scores = _score_all(cache, questions, models, answers, config, stats, report)
+    lap("scores")
+
+    judge_section: dict = {"modes": list(config.judge.modes), "identity": None, "local": None, "model": None,
+                           "reference_guided": config.judge.reference_guided, "baseline": config.judge.baseline,
+                           "pairwise": [], "grades": {},
+                           "error": None}
+    if config.judge.modes:
         try:
             if judge is None:
                 judge_model = config.judge.local_model
                 fingerprint = (model_fingerprint(judge_model, engine.base_model_id, adapters_dir)
                                if judge_model in engine.adapters else "")
                 judge = judge_from_config(config.judge, engine, environ=environ, local_fingerprint=fingerprint,
-                                          progress=progress)
+                                          progress=lambda done, total: report("judging", done, total))
             judge_section["identity"] = judge.identity
-            _judge_all(judge, cache, questions, models, answers, config, stats, progress, judge_section)
+            judge_section["local"] = is_local(judge)
+            # The report names the local judge's weights: the engine model and its base checkpoint.
+            judge_section["model"] = (f"{config.judge.local_model} on {engine.base_model_id}" if is_local(judge)
+                                      else getattr(judge, "model", None))
+            _judge_all(judge, cache, questions, models, answers, config, stats, judge_section)
         except JudgeError as err:
             judge_section["error"] = str(err)
             notices.append(f"the LLM judge failed: {err}")
+            judge = None
+    lap("judge")
+
+    reddit = _reddit_preference(settings, config, rag, judge, cache, every_question, stats, report)
+    lap("reddit pairs")
+    stats.seconds = round(time.monotonic() - started, 1)
 
     results = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -204,7 +289,9 @@ def run_evaluation(
                         for q in questions} for m in models},
         "scores": scores,
         "judge": judge_section,
+        "reddit_preference": reddit,
         "stats": dataclasses.asdict(stats),
+        "machine": machine_description(),
         "notices": notices,
     }
     config.directory.mkdir(parents=True, exist_ok=True)
@@ -215,11 +302,11 @@ def run_evaluation(
     return RunResult(path, stats, notices)
 
 
-def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_models, config, stats, progress) -> dict:
+def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_models, config, stats, report) -> dict:
     answers: dict[str, dict[str, dict]] = {m: {} for m in models}
     sampling = {"temperature": 0, "max_new_tokens": config.max_new_tokens}
     pending = []  # (question, model, answer key, prepared turn, prompt hash), all questions together
-    for question in _progress(questions, desc="retrieving", enabled=progress):
+    for question in report.iterate(questions, "retrieving"):
         messages = [{"role": "user", "content": question.question}]
         turns = {flag: rag.prepare(messages, use_retrieval=flag) for flag in {m in retrieval_models for m in models}}
         for model in models:
@@ -236,7 +323,7 @@ def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_m
     # Rows of several questions and models share each batched pass (left-padded by the engine):
     # decoding steps, not prompt length, dominate the cost of a small model on a CPU.
     batches = [pending[i:i + config.batch_size] for i in range(0, len(pending), config.batch_size)]
-    for batch in _progress(batches, desc="answering", enabled=progress):
+    for batch in report.iterate(batches, "answering"):
         texts = engine.complete_rows([(turn.messages, model) for _, model, _, turn, _ in batch], **sampling)
         for (question, model, key, turn, prompt_hash), text in zip(batch, texts):
             answer = rag.postprocess(text, turn.documents).answer
@@ -249,13 +336,17 @@ def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_m
     return answers
 
 
-def _score_all(cache, questions, models, answers, config, stats, progress) -> dict:
+def _scorer_fingerprint(config: EvaluationConfig) -> str:
+    return text_hash(SCORER_VERSION, config.embedder, config.support_threshold, config.context_relevance_threshold)
+
+
+def _score_all(cache, questions, models, answers, config, stats, report) -> dict:
     from evaluation.encoder import TextEncoder
 
     encoder = None
-    scorer = text_hash(SCORER_VERSION, config.embedder, config.support_threshold, config.context_relevance_threshold)
+    scorer = _scorer_fingerprint(config)
     scores: dict[str, dict[str, dict]] = {m: {} for m in models}
-    for question in _progress(questions, desc="scoring", enabled=progress):
+    for question in report.iterate(questions, "scoring"):
         todo = []
         for model in models:
             entry = answers[model][question.question_id]
@@ -282,22 +373,159 @@ def _score_all(cache, questions, models, answers, config, stats, progress) -> di
     return scores
 
 
-def _judge_all(judge, cache, questions, models, answers, config, stats, progress, section: dict) -> None:
+def _judge_all(judge, cache, questions, models, answers, config, stats, section: dict) -> None:
     """All prompts of the run at once, so the local judge fills its batches across questions."""
-    pairs = list(itertools.combinations(models, 2))
+    baseline = config.judge.baseline
+    if baseline and baseline in models:
+        pairs = [(baseline, m) for m in models if m != baseline]
+    else:
+        pairs = list(itertools.combinations(models, 2))
+    reference = (lambda q: q.reference) if config.judge.reference_guided else (lambda q: None)
     if PAIRWISE in config.judge.modes and pairs:
         items = [PairwiseItem(q.question_id, q.question, x, answers[x][q.question_id]["answer"],
-                              y, answers[y][q.question_id]["answer"]) for q in questions for x, y in pairs]
+                              y, answers[y][q.question_id]["answer"], reference(q)) for q in questions for x, y in pairs]
         results, asked = judge_pairwise(judge, items, max_answer_chars=config.judge.max_answer_chars, cache=cache)
         stats.judge_prompts_asked += asked
         stats.judge_prompts_cached += 2 * len(items) - asked
         section["pairwise"].extend(dataclasses.asdict(r) for r in results)
     if SINGLE in config.judge.modes:
-        text_of = {q.question_id: q.question for q in questions}
-        rows = [(q.question_id, m) for q in questions for m in models]
-        prompts = [grading_prompt(text_of[qid], answers[m][qid]["answer"], config.judge.max_answer_chars) for qid, m in rows]
-        outputs, asked = complete_cached(judge, prompts, cache)
+        rows = [(q, m) for q in questions for m in models]
+        prompts = [grading_prompt(q.question, answers[m][q.question_id]["answer"], config.judge.max_answer_chars,
+                                  reference(q)) for q, m in rows]
+        grades, asked = judge_grades(judge, prompts, cache=cache)
         stats.judge_prompts_asked += asked
         stats.judge_prompts_cached += len(prompts) - asked
-        for (qid, model), output in zip(rows, outputs):
-            section["grades"].setdefault(model, {})[qid] = parse_grade(output)
+        for (q, model), grade in zip(rows, grades):
+            section["grades"].setdefault(model, {})[q.question_id] = grade
+
+
+def _reddit_preference(settings, config, rag, judge, cache, golden, stats, report) -> dict:
+    """Every metric and the judge on the Reddit-preference pairs: the raw per-pair values (the
+    report turns them into agreement shares with intervals)."""
+    from evaluation.encoder import TextEncoder
+
+    section: dict = {"enabled": config.reddit_preference.enabled, "min_score_ratio": config.reddit_preference.min_score_ratio,
+                     "pairs": [], "note": "", "retrieval": bool(rag.retrieval_available), "judged_pairs": 0,
+                     "judge_error": None}
+    if not config.reddit_preference.enabled:
+        section["note"] = "off (evaluation.reddit_preference.enabled: false)"
+        return section
+    pairs, section["note"] = build_pairs(settings, config.reddit_preference, {q.question_id: q.question for q in golden})
+    stats.reddit_pairs = len(pairs)
+    if not pairs:
+        return section
+    encoder = TextEncoder.shared(config.embedder)
+    scorer = _scorer_fingerprint(config)
+    contexts_of: dict[str, list[str]] = {}
+    rows = []
+    for pair in report.iterate(pairs, "reddit pairs"):
+        if pair.thread_id not in contexts_of:
+            turn = rag.prepare([{"role": "user", "content": pair.question}], use_retrieval=rag.retrieval_available)
+            contexts_of[pair.thread_id] = [d.text for d in turn.documents]
+        contexts = contexts_of[pair.thread_id]
+        values = {}
+        for side, reply in ((UPVOTED, pair.upvoted), (OTHER, pair.other)):
+            key = text_hash("reddit-reply", reply.body, pair.question, contexts)
+            reference_hash = text_hash("reference", pair.question, pair.reference)
+            cached = cache.scores(key, scorer, reference_hash)
+            if cached is None:
+                cached = golden_metrics([reply.body], [pair.reference], encoder)[0] if pair.reference else {}
+                cached["answer_relevance"] = answer_relevance(pair.question, reply.body, encoder)
+                cached["faithfulness"] = (faithfulness(reply.body, contexts, encoder, config.support_threshold)
+                                          if contexts else None)
+                cached["length_chars"] = len(reply.body)
+                cache.put_scores(key, scorer, reference_hash, cached)
+                stats.reddit_scores_computed += 1
+            else:
+                stats.reddit_scores_cached += 1
+            values[side] = cached
+        rows.append({"pair_id": pair.pair_id, "thread_id": pair.thread_id, "upvoted_score": pair.upvoted.score,
+                     "other_score": pair.other.score, "reference": pair.reference is not None,
+                     "scores": {metric: [values[UPVOTED].get(metric), values[OTHER].get(metric)]
+                                for metric in sorted(set(values[UPVOTED]) | set(values[OTHER]))},
+                     "judge": {}})
+    section["pairs"] = rows
+    if judge is not None and config.judge.modes:
+        judged = pairs[: config.reddit_preference.judge_max_pairs] if config.reddit_preference.judge_max_pairs else pairs
+        limit = config.judge.max_answer_chars
+        # The judge reads the post and the replies as a Reddit reader does: no reference answer
+        # (another reply is no golden answer), so each reply's grade prompt is judged once.
+        try:
+            if PAIRWISE in config.judge.modes:
+                items = [PairwiseItem(p.pair_id, p.question, UPVOTED, p.upvoted.body, OTHER, p.other.body)
+                         for p in judged]
+                results, asked = judge_pairwise(judge, items, max_answer_chars=limit, cache=cache)
+                stats.judge_prompts_asked += asked
+                stats.judge_prompts_cached += 2 * len(items) - asked
+                for row, result in zip(rows, results):
+                    row["judge"]["pairwise"] = dataclasses.asdict(result)
+            if SINGLE in config.judge.modes:
+                prompts = [grading_prompt(p.question, reply.body, limit) for p in judged for reply in (p.upvoted, p.other)]
+                grades, asked = judge_grades(judge, prompts, cache=cache)
+                stats.judge_prompts_asked += asked
+                stats.judge_prompts_cached += len(prompts) - asked
+                for i, row in enumerate(rows[: len(judged)]):
+                    row["judge"]["grades"] = [grades[2 * i], grades[2 * i + 1]]
+            section["judged_pairs"] = len(judged)
+        except JudgeError as err:
+            section["judge_error"] = str(err)
+    return section
+
+
+# --------------------------------------------------------------------------------- pipeline step
+def _files_digest(folder: Path, pattern: str = "*") -> str | None:
+    """A hash of the files under `folder` matching `pattern` (None when there are none)."""
+    import hashlib
+
+    files = sorted(p for p in Path(folder).rglob(pattern) if p.is_file()) if Path(folder).is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(folder)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def inputs_fingerprint(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """Everything a run's results depend on, for the pipeline's `evaluate` step to tell whether
+    the report is current: the evaluation settings and scorer version, the golden data and the
+    threads (Reddit pairs), every configured adapter's weights, the base model and its prompts,
+    and which judge endpoint the environment names (never the key). The index is the caller's
+    to add (the pipeline has its stamp; the store's files change when it is merely opened)."""
+    from chatbot.adapters import ADAPTER_WEIGHT_FILES
+
+    environ = os.environ if environ is None else environ
+    config = EvaluationConfig.from_settings(settings)
+    adapters_dir = settings.path("adapters")
+    adapters = {}
+    for name in settings.get("model.adapters") or []:
+        folder = adapters_dir / name
+        has_weights = any((folder / f).exists() for f in ADAPTER_WEIGHT_FILES)
+        adapters[name] = model_fingerprint(name, str(settings.get("model.base")), adapters_dir) if has_weights else None
+    datasets_dir = settings.path("datasets")
+    return text_hash(
+        "evaluation-inputs", SCORER_VERSION, settings.get("evaluation"), settings.get("model"),
+        settings.get("generation"), settings.get("retrieval"), settings.get("embedder"), settings.get("data.datasets"),
+        _files_digest(datasets_dir / "golden", "*.arrow"), _files_digest(settings.path("threads"), "data-*.arrow"),
+        adapters,
+        [(environ.get(name) or "").strip() for name in (config.judge.base_url_env, config.judge.model_env)],
+    )[:16]
+
+
+def outputs_exist(settings: Settings) -> bool:
+    """results.json and report.md are there (what the Evaluation tab shows)."""
+    from evaluation.report import REPORT_FILE
+
+    directory = EvaluationConfig.from_settings(settings).directory
+    return (directory / RESULTS_FILE).is_file() and (directory / REPORT_FILE).is_file()
+
+
+def run_and_report(settings: Settings, **options) -> tuple[RunResult, Path]:
+    """`run_evaluation(settings, **options)`, then the report: the pipeline step and the app's button."""
+    from evaluation.report import write_report
+
+    result = run_evaluation(settings, **options)
+    return result, write_report(settings, config=options.get("config"))

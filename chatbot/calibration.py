@@ -1,0 +1,132 @@
+"""`model.quantization: auto`: the weight format this machine serves fastest, measured once.
+
+Which format is fastest on a CPU depends on the CPU (int8 x bf16 kernels, AVX-512, AMX, bf16
+units) and on the torch build, so instead of guessing from flags the first start times each
+candidate on the real model with the engine's own decode loop (chatbot/decode.py): a prompt of
+PROMPT_TOKENS tokens read, then DECODE_STEPS single-row steps. The winner has the shortest
+typical chat turn (read TURN_PROMPT tokens, write TURN_ANSWER). The choice is cached per machine
+(CPU model, core count, torch version, checkpoint, compute dtype) in `paths.models`, so later
+starts only read a small JSON file. A GPU keeps nf4 (QLoRA's format; bitsandbytes' CUDA kernels).
+If the measurement itself fails, the CPU's capabilities decide (int8: PyTorch's int8 kernel runs
+on every x86-64 and ARM CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+CACHE_FILE = "quantization-auto.json"
+CPU_CANDIDATES = ("int8", "none")  # nf4 de-quantizes in a slow kernel on CPUs: never the fastest there
+PROMPT_TOKENS, DECODE_STEPS = 128, 12
+TURN_PROMPT, TURN_ANSWER = 512, 128
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationChoice:
+    quantization: str  # one of chatbot.base_model.QUANTIZATIONS
+    reason: str  # why, for the app's start-up line and `python -m chatbot doctor`
+    figures: dict = dataclasses.field(default_factory=dict)  # format -> {"prefill_tok_s", "decode_tok_s"}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(checkpoint: str, compute_dtype: str) -> str:
+    import torch
+
+    return f"{cpu_model()} | {os.cpu_count()} cores | torch {torch.__version__} | {Path(checkpoint).name} | {compute_dtype}"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _measure(loaded) -> dict:
+    """Prefill and decode tokens/s of one loaded base with the engine's decode loop."""
+    import torch
+
+    from chatbot.decode import DecodeBatch, Row
+    from chatbot.sampling import SamplingConfig
+
+    class Discard:
+        cancelled = False
+
+        def token(self, token_id):
+            pass
+
+        def end(self):
+            pass
+
+    greedy = SamplingConfig(temperature=0, repetition_penalty=1.0, max_new_tokens=DECODE_STEPS + 1)
+    prompt = [int(i) for i in torch.randint(100, 1000, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(0))]
+    with torch.inference_mode():
+        batch = DecodeBatch(loaded.model, set(), "base")
+        batch.join([Row(prompt[:16], "base", greedy, None, Discard())])  # warm-up
+        batch.step()
+        batch.clear()
+        start = time.perf_counter()
+        batch.join([Row(prompt, "base", greedy, None, Discard())])
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(DECODE_STEPS):
+            batch.step()
+        decode = time.perf_counter() - start
+        batch.clear()
+    return {"prefill_tok_s": round(PROMPT_TOKENS / prefill, 1), "decode_tok_s": round(DECODE_STEPS / decode, 1)}
+
+
+def choose_quantization(config, models_dir: Path, device: str) -> QuantizationChoice:
+    """Resolve `auto` for `config` (a ModelConfig) on `device`; measures once per machine."""
+    if device != "cpu":
+        return QuantizationChoice("nf4", f"{device}: nf4 (bitsandbytes 4-bit, QLoRA's format)")
+    from chatbot.base_model import load_base, prepare_checkpoint
+
+    checkpoint = prepare_checkpoint(config, models_dir)
+    key = machine_key(checkpoint, config.compute_dtype)
+    cache_path = Path(models_dir) / CACHE_FILE
+    cached = _read_cache(cache_path).get(key)
+    if cached:
+        return QuantizationChoice(cached["quantization"], cached["reason"] + " (cached)", cached.get("figures", {}))
+    print(f"[wayfarer] model.quantization auto: timing {', '.join(CPU_CANDIDATES)} on this CPU (once)...", file=sys.stderr, flush=True)
+    figures = {}
+    try:
+        for candidate in CPU_CANDIDATES:
+            loaded = load_base(dataclasses.replace(config, quantization=candidate), models_dir)
+            figures[candidate] = _measure(loaded)
+            del loaded
+    except Exception as err:  # noqa: BLE001 - any failure falls back to the capability rule
+        return QuantizationChoice("int8", f"cpu: int8 (PyTorch's int8 kernel; timing failed: {err})")
+
+    def turn_seconds(name: str) -> float:
+        f = figures[name]
+        return TURN_PROMPT / f["prefill_tok_s"] + TURN_ANSWER / f["decode_tok_s"]
+
+    best = min(figures, key=turn_seconds)
+    summary = ", ".join(f"{n}: decode {f['decode_tok_s']} tok/s, prefill {f['prefill_tok_s']} tok/s" for n, f in figures.items())
+    choice = QuantizationChoice(best, f"fastest on {cpu_model()} ({summary})", figures)
+    entries = _read_cache(cache_path)
+    entries[key] = {"quantization": choice.quantization, "reason": choice.reason, "figures": figures}
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = cache_path.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(entries, indent=2))
+        os.replace(scratch, cache_path)  # atomic: two processes calibrating at once never half-write it
+    except OSError:
+        pass  # an unwritable cache only means measuring again next start
+    return choice

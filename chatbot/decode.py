@@ -1,0 +1,332 @@
+"""The decode loop's tensors: a KV cache with one slot per row, prefill, one step for all rows.
+
+Why a hand-written forward instead of `model.generate` or transformers' own continuous batching:
+`generate` fixes its rows at the start of a pass and runs ~1 ms of Python per step per
+processor, which for a 135M model on a CPU costs about as much as the matmuls.
+`transformers.generation.continuous_batching` (5.x) is built around paged attention kernels and
+a scheduler of its own: it offers neither peft's per-row `adapter_names` (each row its own LoRA)
+nor per-row sampling and seeds, and its CPU path is the slow eager fallback. A Llama forward
+(SmolLM2, Mistral) is thirty lines over the model's own modules (embedding, norms, rotary
+embedding, attention projections, MLP, head), so the loop keeps full control at little cost:
+
+- `SlotCache`: per layer one key and one value tensor of shape (slots, kv heads, capacity,
+  head dim). Row i of the batch lives in slot i at its own true positions 0..length-1, so a
+  newcomer needs no re-alignment (no left padding: its positions and rotary phases are those of
+  its solo run) and a row that leaves is replaced by the last row (one row copied, not the whole
+  batch). Capacity follows the longest row's prompt + max_new_tokens, in chunks; an empty batch
+  frees the cache. Slots are allocated with `torch.empty`, whose pages the OS maps only once
+  written, so unused slots cost no memory.
+- attention masks only key positions >= the row's length (`scaled_dot_product_attention`).
+- prefill runs the newcomers' prompts right-padded (causal attention never looks right, so a row
+  never sees padding), computes the head only at each row's last token, and writes their keys and
+  values into fresh slots.
+- the projections of LoRA-wrapped layers get `adapter_names`, one per row: chatbot/multi_lora.py
+  answers all adapters of a batch in two matmuls per layer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from chatbot.adapters import PEFT_BASE_NAME
+
+CAPACITY_CHUNK = 256  # tokens the cache grows by (re-allocating and copying the used part)
+
+
+def causal_lm_of(model):
+    """The transformers CausalLM under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class SlotCache:
+    """Keys and values of every row of the batch; slot i is row i."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype, device):
+        self.shape = (layers, kv_heads, head_dim)
+        self.dtype, self.device = dtype, device
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.slots = 0
+        self.capacity = 0
+
+    def fit(self, live: int, slots: int, capacity: int) -> None:
+        """Hold `slots` rows of `capacity` tokens (rounded up to a chunk), keeping the first
+        `live` rows' cache. The capacity follows the batch's longest reservation, down as well as
+        up, so the memory held is what the scheduler's `max_cached_tokens` accounts for. Slots
+        grow to a power of two (few re-allocations as rows join); a slot's pages are mapped only
+        once a row uses it."""
+        capacity = -(-capacity // CAPACITY_CHUNK) * CAPACITY_CHUNK
+        if slots <= self.slots and capacity == self.capacity:
+            return
+        slots = 1 << (max(slots, live, 1) - 1).bit_length()
+        kept = min(capacity, self.capacity)
+        layers, kv_heads, head_dim = self.shape
+        keys, values = [], []
+        for layer in range(layers):
+            k = torch.empty(slots, kv_heads, capacity, head_dim, dtype=self.dtype, device=self.device)
+            v = torch.empty_like(k)
+            if live:
+                k[:live, :, :kept] = self.keys[layer][:live, :, :kept]
+                v[:live, :, :kept] = self.values[layer][:live, :, :kept]
+                # Masked positions are multiplied by zero weights: they must hold numbers, never
+                # the NaN bit patterns uninitialised memory may contain.
+                k[:live, :, kept:] = 0
+                v[:live, :, kept:] = 0
+            keys.append(k)
+            values.append(v)
+        self.keys, self.values = keys, values
+        self.slots, self.capacity = slots, capacity
+
+    def clear_slots(self, first: int, count: int) -> None:
+        """Zero the slots new rows are about to use (see fit: no garbage under the mask)."""
+        for k, v in zip(self.keys, self.values):
+            k[first : first + count] = 0
+            v[first : first + count] = 0
+
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy a row's cached tokens into another slot (a leaving row's place)."""
+        for k, v in zip(self.keys, self.values):
+            k[target, :, :length] = k[source, :, :length]
+            v[target, :, :length] = v[source, :, :length]
+
+    def free(self) -> None:
+        self.keys, self.values = [], []
+        self.slots = self.capacity = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class ModelRunner:
+    """Forward passes of a Llama-family causal LM (Llama, SmolLM2, Mistral) over a SlotCache."""
+
+    def __init__(self, model):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self.causal_lm = causal_lm_of(model)
+        config = self.causal_lm.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scaling = self.head_dim**-0.5
+        self.vocab_size = config.vocab_size
+        self.max_positions = getattr(config, "max_position_embeddings", None)
+        self._rotate = apply_rotary_pos_emb
+        inner = self.causal_lm.model
+        self.dtype = inner.embed_tokens.weight.dtype
+        self.device = inner.embed_tokens.weight.device
+
+    def new_cache(self) -> SlotCache:
+        layers = len(self.causal_lm.model.layers)
+        return SlotCache(layers, self.kv_heads, self.head_dim, self.dtype, self.device)
+
+    # ----------------------------------------------------------------------------- layers
+    @staticmethod
+    def _project(module, x, adapter_names):
+        if adapter_names is not None and hasattr(module, "lora_A"):
+            return module(x, adapter_names=adapter_names)
+        return module(x)
+
+    def _layers(self, hidden, positions, adapter_names, attend):
+        """Run every decoder layer; `attend(layer index, q, k, v)` returns the attention output."""
+        inner = self.causal_lm.model
+        cos, sin = inner.rotary_emb(hidden, positions)
+        rows, tokens, _ = hidden.shape
+        for index, layer in enumerate(inner.layers):
+            attention, mlp = layer.self_attn, layer.mlp
+            x = layer.input_layernorm(hidden)
+            q = self._project(attention.q_proj, x, adapter_names).view(rows, tokens, self.heads, self.head_dim).transpose(1, 2)
+            k = self._project(attention.k_proj, x, adapter_names).view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = self._project(attention.v_proj, x, adapter_names).view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = self._rotate(q, k, cos, sin)
+            out = attend(index, q, k, v).transpose(1, 2).reshape(rows, tokens, self.heads * self.head_dim)
+            hidden = hidden + self._project(attention.o_proj, out, adapter_names)
+            x = layer.post_attention_layernorm(hidden)
+            gate = self._project(mlp.gate_proj, x, adapter_names)
+            up = self._project(mlp.up_proj, x, adapter_names)
+            hidden = hidden + self._project(mlp.down_proj, mlp.act_fn(gate) * up, adapter_names)
+        return inner.norm(hidden)
+
+    def _head(self, hidden, adapter_names):
+        return self._project(self.causal_lm.lm_head, hidden, adapter_names)
+
+    # ----------------------------------------------------------------------------- passes
+    def prefill(self, cache: SlotCache, first_slot: int, prompts: list[list[int]], adapter_names):
+        """Run `prompts` (one new row each, slots first_slot...) and cache their keys and values;
+        returns the logits after each prompt's last token, (rows, vocab)."""
+        rows, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.zeros(rows, width, dtype=torch.long, device=self.device)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        positions = torch.arange(width, device=self.device).expand(rows, width)
+        hidden = self.causal_lm.model.embed_tokens(ids)
+        slots = slice(first_slot, first_slot + rows)
+
+        def attend(layer, q, k, v):
+            cache.keys[layer][slots, :, :width] = k
+            cache.values[layer][slots, :, :width] = v
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.scaling, enable_gqa=self.kv_heads != self.heads
+            )
+
+        hidden = self._layers(hidden, positions, adapter_names, attend)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        hidden = hidden[torch.arange(rows, device=self.device), last].unsqueeze(1)  # (rows, 1, hidden)
+        return self._head(hidden, adapter_names)[:, 0]
+
+    def decode(self, cache: SlotCache, tokens, lengths, adapter_names):
+        """One step for rows 0..n-1: `tokens` (n,) go in at positions `lengths` (n,), which are
+        also how many tokens each row has cached; returns (n, vocab) logits."""
+        rows = tokens.shape[0]
+        span = int(lengths.max()) + 1
+        positions = lengths.view(rows, 1)
+        row_index = torch.arange(rows, device=self.device)
+        # (rows, 1, 1, span): a row attends to its own cached tokens and the new one.
+        mask = (torch.arange(span, device=self.device).view(1, span) <= positions).view(rows, 1, 1, span)
+        hidden = self.causal_lm.model.embed_tokens(tokens.view(rows, 1))
+
+        def attend(layer, q, k, v):
+            keys, values = cache.keys[layer], cache.values[layer]
+            keys[row_index, :, lengths] = k[:, :, 0]
+            values[row_index, :, lengths] = v[:, :, 0]
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, keys[:rows, :, :span], values[:rows, :, :span], attn_mask=mask, scale=self.scaling,
+                enable_gqa=self.kv_heads != self.heads,
+            )
+
+        hidden = self._layers(hidden, positions, adapter_names, attend)
+        return self._head(hidden, adapter_names)[:, 0]
+
+
+def peft_adapter_names(adapters: list[str], base_name: str, has_adapters: bool):
+    """Our adapter names per row -> peft's (`base_name` rows use no adapter); None without any."""
+    if not has_adapters:
+        return None
+    return [PEFT_BASE_NAME if a == base_name else a for a in adapters]
+
+
+class RowSink:
+    """Where a row's tokens go (the engine streams them as text); see chatbot/scheduler.py."""
+
+    def token(self, token_id: int) -> None: ...
+
+    def end(self) -> None: ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
+class Row:
+    """One answer being generated: its prompt, adapter, sampling options and progress."""
+
+    __slots__ = ("prompt", "adapter", "options", "seed", "sink", "length", "generated", "token", "reserved")
+
+    def __init__(self, prompt: list[int], adapter: str, options, seed, sink: RowSink):
+        self.prompt, self.adapter, self.options, self.seed, self.sink = prompt, adapter, options, seed, sink
+        self.length = 0  # tokens in the cache
+        self.generated = 0  # answer tokens produced
+        self.token = None  # the last token produced, the input of the next step
+        self.reserved = len(prompt) + options.max_new_tokens  # cache tokens it may need
+
+
+class DecodeBatch:
+    """The rows being decoded together: join (prefill), step, leave. Not thread-safe: one
+    worker owns it (chatbot/scheduler.py)."""
+
+    def __init__(self, model, eos_token_ids: set[int], base_adapter: str):
+        from chatbot.sampling import RowSampler
+
+        self.eos = set(eos_token_ids)
+        self.base_adapter = base_adapter
+        self.set_model(model)
+        self.rows: list[Row] = []
+        self.cache = self.runner.new_cache()
+        self.sampler = RowSampler(self.runner.vocab_size, self.runner.device)
+
+    def set_model(self, model) -> None:
+        """After an adapter is attached (peft may have wrapped the model): cached rows stay valid,
+        the base weights do not change."""
+        self.runner = ModelRunner(model)
+        self._has_adapters = hasattr(model, "peft_config")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _adapter_names(self, rows: list[Row]):
+        return peft_adapter_names([r.adapter for r in rows], self.base_adapter, self._has_adapters)
+
+    @property
+    def reserved_tokens(self) -> int:
+        """Cache tokens the rows may need: rows x the longest reservation (slots are padded)."""
+        return len(self.rows) * max((r.reserved for r in self.rows), default=0)
+
+    def join(self, rows: list[Row]) -> None:
+        """Prefill `rows` in one pass and add them; each gets its first token (streamed)."""
+        first = len(self.rows)
+        self.cache.fit(first, first + len(rows), max(r.reserved for r in self.rows + rows))
+        self.cache.clear_slots(first, len(rows))
+        for row in rows:  # first: it refuses options it cannot sample with, before any work
+            self.sampler.add(row.options, row.prompt, row.seed)
+        logits = self.runner.prefill(self.cache, first, [r.prompt for r in rows], self._adapter_names(rows))
+        for row in rows:
+            row.length = len(row.prompt)
+        self.rows.extend(rows)
+        tokens = self.sampler.next_tokens(logits, range(first, first + len(rows)))
+        self._advance(rows, tokens)
+
+    def step(self) -> None:
+        """One token for every row, in one forward pass."""
+        rows = self.rows
+        tokens = torch.tensor([r.token for r in rows], dtype=torch.long, device=self.runner.device)
+        lengths = torch.tensor([r.length for r in rows], dtype=torch.long, device=self.runner.device)
+        logits = self.runner.decode(self.cache, tokens, lengths, self._adapter_names(rows))
+        for row in rows:
+            row.length += 1
+        self._advance(rows, self.sampler.next_tokens(logits))
+
+    def _advance(self, rows: list[Row], tokens) -> None:
+        for row, token in zip(rows, tokens):
+            token = int(token)
+            row.token = token
+            if token in self.eos:
+                row.generated = row.options.max_new_tokens  # finished: the end token is not text
+                continue
+            row.generated += 1
+            row.sink.token(token)
+
+    def finished(self) -> list[int]:
+        """Rows that are done: an end token, their max_new_tokens, or their caller gone."""
+        return [i for i, r in enumerate(self.rows) if r.generated >= r.options.max_new_tokens or r.sink.cancelled]
+
+    def leave(self, indices: list[int]) -> None:
+        """Remove rows at once (ending their streams); the last rows move into the free slots."""
+        if not indices:
+            return
+        gone = set(indices)
+        ended = [self.rows[i].sink for i in sorted(gone)]
+        keep = [i for i in range(len(self.rows)) if i not in gone]
+        if not keep:
+            self.clear()
+        else:
+            self._compact(gone, keep)
+        for sink in ended:  # after the batch is updated: a caller told "done" sees its row gone
+            sink.end()
+
+    def _compact(self, gone: set[int], keep: list[int]) -> None:
+        # Fill each hole below len(keep) with a surviving row from above it.
+        holes = [i for i in sorted(gone) if i < len(keep)]
+        movers = [i for i in keep if i >= len(keep)]
+        order = list(range(len(self.rows)))
+        for hole, mover in zip(holes, movers):
+            self.cache.move(mover, hole, self.rows[mover].length)
+            order[hole] = mover
+        order = order[: len(keep)]
+        self.rows = [self.rows[i] for i in order]
+        self.sampler.keep(order)
+
+    def clear(self) -> None:
+        """Drop every row and free the cache's memory."""
+        self.rows = []
+        self.sampler.keep([])
+        self.cache.free()

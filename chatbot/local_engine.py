@@ -1,0 +1,288 @@
+"""ChatEngine: one base model in this process, named adapters on it, continuous batching.
+
+peft's active adapter is global state on the model, so the engine owns the model from a single
+worker thread and selects the adapter per row (`adapter_names`, packed by chatbot/multi_lora.py),
+never with `set_adapter`. Requests are continuously batched (chatbot/scheduler.py): a request
+that arrives while others are being answered is prefilled and joins the running batch at the
+next step, each row with its own adapter, sampling options, seed and length; a finished or
+stopped row leaves at once. Decoding on a CPU or a GPU is bound by reading the weights, so a step
+of eight rows costs little more than a step of one: under load, users share steps instead of
+queueing behind each other, and an idle engine starts a request at once.
+
+The decode loop is our own (chatbot/decode.py, which says why): a row's tokens are those of its
+solo run up to float rounding (batched matmuls of other shapes may sum in another order; on CPUs
+with AVX-512/AMX that is ~1e-4 in the logits, which can flip a late near-tie).
+
+ZeroGPU: on a Space whose GPU is attached only during a `spaces.GPU` call, a long-lived worker
+thread would run outside any such call. There the engine generates "inline": each request runs
+its own decode loop inside a `gpu_task` function of its own (see chatbot/spaces.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from chatbot.adapters import BASE_ADAPTER, PEFT_BASE_NAME, AdapterLoadError, attach_adapter, check_adapter_dir
+from chatbot.base_model import LoadedBase, ModelConfig, load_base
+from chatbot.decode import DecodeBatch
+from chatbot.engine_protocol import WholeAnswers
+from chatbot.multi_lora import pack_adapters
+from chatbot.prompts import build_prompt
+from chatbot.sampling import GenerationError, SamplingConfig
+from chatbot.scheduler import END, BatchLimits, EngineStats, Request, Scheduler
+from chatbot.spaces import gpu_task, on_zero_gpu
+from settings import Settings, build_dataclass
+
+
+class ChatEngine(WholeAnswers):
+    """Serve the base model and its adapters by name."""
+
+    def __init__(
+        self,
+        loaded: LoadedBase,
+        *,
+        system_prompt: str = "",
+        sampling: SamplingConfig | None = None,
+        max_batch_rows: int = BatchLimits.max_batch_rows,
+        max_cached_tokens: int = BatchLimits.max_cached_tokens,
+        max_queued_requests: int = BatchLimits.max_queued_requests,
+        inline: bool | None = None,
+        gpu_duration_s: int | None = None,
+    ):
+        """`max_batch_rows`: most rows decoded together (1: one answer at a time);
+        `max_cached_tokens` / `max_queued_requests`: see chatbot/scheduler.py.
+        `inline`: generate in the caller's call instead of the worker; None = only on ZeroGPU.
+        `gpu_duration_s`: ZeroGPU seconds one request may hold the GPU (None: the Space default)."""
+        self._model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.base_model_id = loaded.model_id
+        self.device = loaded.device
+        self.quantization = loaded.quantization
+        self.quantized = loaded.quantized
+        # The dtype the model computes in (for 4-bit layers: bnb_4bit_compute_dtype).
+        self._compute_dtype = getattr(loaded.model, "dtype", None)
+        self.system_prompt = system_prompt
+        self.sampling = sampling or SamplingConfig()
+        self._adapters: list[str] = []  # peft adapter names attached, in load order
+        self.adapter_errors: dict[str, str] = {}
+        self.limits = BatchLimits(max(1, max_batch_rows), max_cached_tokens, max_queued_requests)
+        self.max_batch_rows = self.limits.max_batch_rows
+        self.stats = EngineStats()
+        self._stats_lock = threading.Lock()  # callers count requests from many threads
+        # Held by whoever runs the model (one step at a time), and by load_adapter while it changes it.
+        self._model_lock = threading.Lock()
+        self._batches: list[DecodeBatch] = []  # live decode batches, told when the model changes
+        self.inline = on_zero_gpu() if inline is None else inline
+        self._scheduler = Scheduler(self.limits, self.stats, self.tokenizer)
+        if self.inline:
+            # Wrapped once, at start-up: ZeroGPU wants its GPU functions known before launch.
+            self._answer_on_gpu = gpu_task(self._answer_inline, duration=gpu_duration_s)
+            self._worker = None
+        else:
+            batch = self._new_batch()
+            self._worker = threading.Thread(
+                target=self._scheduler.run, args=(batch, self._model_lock), name="wayfarer-generation", daemon=True
+            )
+            self._worker.start()
+
+    # ----------------------------------------------------------------------------- set-up
+    @classmethod
+    def from_settings(cls, settings: Settings, *, adapters_dir: Path | None = None) -> "ChatEngine":
+        """Load the configured base model, then every configured adapter that is servable."""
+        model_config = ModelConfig.from_settings(settings)
+        runtime = settings.section("runtime")
+        defaults = BatchLimits()
+        engine = cls(
+            load_base(model_config, settings.path("models")),
+            system_prompt=model_config.system_prompt,
+            sampling=build_dataclass(SamplingConfig, settings.section("generation")),
+            max_batch_rows=int(runtime.get("max_batch_rows", defaults.max_batch_rows)),
+            max_cached_tokens=int(runtime.get("max_cached_tokens", defaults.max_cached_tokens)),
+            max_queued_requests=int(runtime.get("max_queued_requests", defaults.max_queued_requests)),
+            gpu_duration_s=runtime.get("zero_gpu_duration_s"),
+        )
+        root = adapters_dir or settings.path("adapters")
+        for name in model_config.adapters:
+            try:
+                engine.load_adapter(name, root / name)
+            except AdapterLoadError:
+                pass  # recorded in engine.adapter_errors; the others keep serving
+        return engine
+
+    def _new_batch(self) -> DecodeBatch:
+        batch = DecodeBatch(self._model, self._eos_token_ids(), BASE_ADAPTER)
+        self._batches.append(batch)
+        return batch
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Check and attach an adapter folder; on failure record the reason and re-raise."""
+        if name == BASE_ADAPTER or name == PEFT_BASE_NAME:
+            raise AdapterLoadError(f"'{name}' is reserved for the bare base model")
+        try:
+            with self._model_lock:
+                if name in self._adapters:
+                    raise AdapterLoadError(f"adapter '{name}' is already loaded")
+                check_adapter_dir(name, Path(path), self._model, self.base_model_id)
+                self._model = attach_adapter(self._model, name, Path(path), dtype=self._compute_dtype)
+                self._model.eval()
+                self._adapters.append(name)
+                # All adapters side by side in each layer: a batch of rows with mixed adapters
+                # costs two small matmuls per layer instead of peft's loop over adapters.
+                pack_adapters(self._model, self._adapters)
+                for batch in self._batches:
+                    batch.set_model(self._model)
+        except AdapterLoadError as err:
+            self.adapter_errors[name] = str(err)
+            raise
+        self.adapter_errors.pop(name, None)
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names that can be served right now: 'base' first, then loaded adapters."""
+        return [BASE_ADAPTER, *self._adapters]
+
+    @property
+    def model(self):
+        """The served model (peft-wrapped once an adapter is loaded): for benchmarks and tests."""
+        return self._model
+
+    @property
+    def running_rows(self) -> int:
+        """Rows being decoded right now."""
+        return sum(len(batch) for batch in list(self._batches))
+
+    @property
+    def waiting_requests(self) -> int:
+        """Requests queued for a place in the batch."""
+        return self._scheduler.waiting
+
+    @property
+    def model_lock(self) -> threading.Lock:
+        """Hold it to run the model outside the engine (nothing is generated meanwhile)."""
+        return self._model_lock
+
+    def _eos_token_ids(self) -> set[int]:
+        configured = getattr(self._model.generation_config, "eos_token_id", None)
+        ids = configured if isinstance(configured, list) else [configured]
+        return {int(i) for i in ids + [self.tokenizer.eos_token_id] if i is not None}
+
+    # ----------------------------------------------------------------------------- prompts
+    def build_prompt(self, messages: list[dict], max_input_tokens: int | None = None) -> list[int]:
+        """Token ids from the model's own chat template, dropping the oldest turns to fit."""
+        return build_prompt(self.tokenizer, messages, self.system_prompt, max_input_tokens or self.sampling.max_input_tokens)
+
+    # ----------------------------------------------------------------------------- generation
+    def generate(self, messages: list[dict], adapter: str = BASE_ADAPTER, **sampling) -> Iterator[str]:
+        """Stream the answer to `messages` from `adapter` as text pieces.
+
+        Sampling options (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        override the configured defaults; temperature 0 is greedy. Closing the iterator early
+        (a user pressing Stop) ends this answer at once; the other rows go on.
+        """
+        rows = self.generate_rows([(messages, adapter)], **sampling)
+        return (piece for _, piece in rows)
+
+    def generate_rows(self, requests: list[tuple[list[dict], str]], **sampling) -> Iterator[tuple[int, str]]:
+        """Answer several (messages, adapter) requests started together in the same steps.
+
+        Yields (row, text piece) as the rows advance. Each row applies its own adapter, so an
+        arena battle costs about one answer's time, not two.
+        """
+        if not requests:
+            raise GenerationError("nothing to generate")
+        for _, adapter in requests:
+            self._check_adapter(adapter)
+        options = self.sampling.override(**sampling)
+        rows = [self.build_prompt(messages, options.max_input_tokens) for messages, _ in requests]
+        adapters = [adapter for _, adapter in requests]
+        with self._stats_lock:
+            self.stats.requests += 1
+        if self.inline:
+            return self._answer_on_gpu(rows, adapters, options)
+        request = Request(rows, adapters, options)
+        self._scheduler.submit(request)
+        return self._stream(request)
+
+    def _check_adapter(self, adapter: str) -> None:
+        if adapter not in self.adapters:
+            reason = self.adapter_errors.get(adapter, "it is not configured")
+            raise GenerationError(f"model '{adapter}' is not available: {reason}")
+
+    def _answer_inline(self, rows: list[list[int]], adapters: list[str], options: SamplingConfig):
+        """One request, decoded within this call (ZeroGPU: within the `spaces.GPU` call, which
+        pickles these plain arguments and the yielded pieces across its process boundary)."""
+        request = Request(rows, adapters, options)
+        scheduler = Scheduler(self.limits, self.stats, self.tokenizer)
+        scheduler.submit(request)
+        with self._model_lock:
+            batch = self._new_batch()
+        runner = threading.Thread(
+            target=scheduler.run, args=(batch, self._model_lock), kwargs={"until_idle": True}, name="wayfarer-inline", daemon=True
+        )
+        runner.start()
+        try:
+            yield from self._stream(request)
+        finally:
+            request.cancelled.set()
+            runner.join()
+            with self._model_lock:
+                self._batches.remove(batch)
+
+    @staticmethod
+    def _stream(request: Request) -> Iterator[tuple[int, str]]:
+        try:
+            while True:
+                item = request.output.get()
+                if item is END:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, GenerationError):
+                        raise item
+                    raise GenerationError(f"generation failed: {item}") from item
+                yield item
+        finally:
+            request.cancelled.set()  # no-op when finished; the row leaves at the next step when abandoned
+
+    # ----------------------------------------------------------------------------- scoring
+    def score_rows(self, rows: list[tuple[list[int], str]]) -> list["torch.Tensor"]:
+        """Teacher-forced logits: for each (token ids, adapter) row, the float32 logits the model
+        gives after every one of its tokens, shape (len(ids), vocab), from ONE batched forward
+        pass of transformers' own forward (rows left-padded, each with its own adapter).
+
+        This is what judges read verdict probabilities from (the next token after a prompt is
+        `logits[-1]`), and what tests compare rows by, without generating text."""
+        import torch
+
+        if not rows:
+            raise GenerationError("nothing to score")
+        for ids, adapter in rows:
+            if not ids:
+                raise GenerationError("a row to score has no tokens")
+            self._check_adapter(adapter)
+        width = max(len(ids) for ids, _ in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids, _ in rows])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in rows])
+        # Positions count real tokens only, as generate() does for left-padded rows.
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {}
+        if self._adapters:
+            kwargs["adapter_names"] = [PEFT_BASE_NAME if a == BASE_ADAPTER else a for _, a in rows]
+        device = self._model.device
+        with self._model_lock, torch.inference_mode():
+            logits = self._model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device),
+                use_cache=False,
+                **kwargs,
+            ).logits
+        return [logits[i, width - len(ids):].float().cpu() for i, (ids, _) in enumerate(rows)]
+
+    def close(self) -> None:
+        """Stop the worker after the requests already running and queued."""
+        self._scheduler.close()
+        if self._worker is not None:
+            self._worker.join(timeout=60)

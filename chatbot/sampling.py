@@ -1,0 +1,132 @@
+"""Sampling options (the `generation` section) and picking each row's next token under its own.
+
+A continuous batch mixes rows with different options (one user greedy, another at temperature
+0.9 with a seed), so the logits processors run per row on the batch's logits tensor: repetition
+penalty, temperature, top-k and top-p as tensor operations over all rows at once, and one draw
+per sampling row from that row's own `torch.Generator`, so a seeded row's sample never depends
+on who else shares its step. transformers' LogitsProcessorList applies one setting to the whole
+batch, which is why this is written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+class GenerationError(RuntimeError):
+    """A request could not be answered (bad input or a failure while generating)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """The `generation` section: defaults every request can override. The values below are
+    wayfarer.yaml's `defaults.generation` (the one source; a profile overrides them there)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    max_input_tokens: int = 2048
+    seed: int | None = None
+
+    def override(self, **changes) -> "SamplingConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise GenerationError(f"unknown sampling options: {sorted(unknown)}")
+        updated = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        if updated.max_new_tokens < 1:
+            raise GenerationError("max_new_tokens must be at least 1")
+        if updated.temperature < 0 or not 0 < updated.top_p <= 1:
+            raise GenerationError("temperature must be >= 0 and top_p in (0, 1]")
+        return updated
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class RowSampler:
+    """Per-row sampling state for the rows of a batch, kept in tensors in row order.
+
+    `seen` marks every token a row has in its prompt or answer (what the repetition penalty
+    applies to, as in transformers). Rows are added and removed as requests join and leave.
+    """
+
+    def __init__(self, vocab_size: int, device):
+        import torch
+
+        self.vocab_size = vocab_size
+        self.device = device
+        self.options: list[SamplingConfig] = []
+        self.generators: list = []
+        self.seen = torch.zeros(0, vocab_size, dtype=torch.bool, device=device)
+        self._penalty = torch.ones(0, 1, device=device)
+
+    def __len__(self) -> int:
+        return len(self.options)
+
+    def add(self, options: SamplingConfig, prompt: list[int], seed: int | None) -> None:
+        import torch
+
+        # Checked here, in the decode loop, rather than in SamplingConfig.override: a remote
+        # backend passes the options on to its server, which has its own rules (vLLM: top_k -1
+        # means no top-k). The engine fails this request only (chatbot/scheduler.py).
+        if options.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: no top-k filter), not {options.top_k}")
+        if not options.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, not {options.repetition_penalty}")
+        generator = torch.Generator(device=self.device)
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        row = torch.zeros(1, self.vocab_size, dtype=torch.bool, device=self.device)
+        row[0, torch.tensor(prompt, dtype=torch.long, device=self.device)] = True
+        self.options.append(options)
+        self.generators.append(generator)
+        self.seen = torch.cat([self.seen, row])
+        self._penalty = torch.cat([self._penalty, torch.tensor([[options.repetition_penalty]], device=self.device)])
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only `rows` (indices into the current rows), in that order."""
+        import torch
+
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.options = [self.options[i] for i in rows]
+        self.generators = [self.generators[i] for i in rows]
+        self.seen = self.seen.index_select(0, index)
+        self._penalty = self._penalty.index_select(0, index)
+
+    def next_tokens(self, logits, rows=None) -> list[int]:
+        """One token per row from (len(rows), vocab) logits, rows being indices of this sampler's
+        rows (default: all, in order); records each token as seen by its row."""
+        import torch
+
+        rows = list(range(len(self.options))) if rows is None else list(rows)
+        device = logits.device
+        index = torch.tensor(rows, dtype=torch.long, device=device)
+        options = [self.options[i] for i in rows]
+        logits = logits.float()
+        if any(o.repetition_penalty != 1.0 for o in options):
+            penalty = self._penalty.index_select(0, index)
+            penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+            logits = torch.where(self.seen.index_select(0, index), penalized, logits)
+        tokens = logits.argmax(-1)
+        sampled = [slot for slot, o in enumerate(options) if not o.greedy]
+        if sampled:
+            chosen = logits.index_select(0, torch.tensor(sampled, device=device))
+            chosen = chosen / torch.tensor([[options[s].temperature] for s in sampled], device=device)
+            ordered, order = chosen.sort(dim=-1, descending=True)
+            ranks = torch.arange(chosen.shape[-1], device=device)
+            top_k = torch.tensor([[options[s].top_k if options[s].top_k > 0 else chosen.shape[-1]] for s in sampled], device=device)
+            ordered = ordered.masked_fill(ranks >= top_k, float("-inf"))
+            probs = ordered.softmax(-1)
+            top_p = torch.tensor([[options[s].top_p] for s in sampled], device=device)
+            # Drop a token when the ones above it already hold top_p (the first always stays).
+            probs = probs.masked_fill(probs.cumsum(-1) - probs > top_p, 0.0)
+            for place, slot in enumerate(sampled):
+                pick = torch.multinomial(probs[place], 1, generator=self.generators[rows[slot]])
+                tokens[slot] = order[place, pick[0]]
+        self.seen[index, tokens] = True
+        return tokens.tolist()
