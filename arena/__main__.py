@@ -43,30 +43,42 @@ def main(argv: list[str] | None = None) -> int:
     from arena.store import open_vote_store
 
     config = ArenaConfig.from_settings(settings)
-    votes_path = settings.path("votes")
-    if not votes_path.exists():
-        print(f"no vote store at {votes_path}: nobody has voted yet", file=sys.stderr)
+    if config.vote_store == "sqlite" and not settings.path("votes").exists():
+        # Opening the SQLite store would create an empty file; a database server is opened as it is.
+        print(f"no vote store at {settings.path('votes')}: nobody has voted yet", file=sys.stderr)
         return 1
-    store = open_vote_store(settings)
-    if args.command == "export":
-        return _export(args, store, config, settings)
+    try:
+        store = open_vote_store(settings)
+    except _store_errors(config) as err:  # unset DSN variable, server down, wrong credentials
+        print(f"error: cannot open the vote store (arena.vote_store: {config.vote_store}): {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "export":
+            return _export(args, store, config, settings)
+        return _leaderboard(args, store, config)
+    finally:
+        store.close()
 
-    from arena.leaderboard import compute_leaderboard, write_plots
 
-    board_data = compute_leaderboard(
-        store.votes(),
-        bootstrap_rounds=config.bootstrap_rounds if args.rounds is None else args.rounds,
-        elo_k=config.elo_k,
-        scale=config.elo_scale,
-        base=config.elo_base,
-        abuse_votes=config.abuse_votes,
-        abuse_minutes=config.abuse_minutes,
-    )
+def _store_errors(config) -> tuple[type[Exception], ...]:
+    """What opening the configured store raises for a problem of the set-up, not of the code."""
+    import sqlite3
+
+    errors: tuple[type[Exception], ...] = (RuntimeError, ValueError, OSError, sqlite3.Error)
+    if config.vote_store == "postgres":
+        import psycopg
+
+        errors += (psycopg.Error,)
+    return errors
+
+
+def _leaderboard(args, store, config) -> int:
+    from arena.leaderboard import leaderboard_from_config, leaderboard_summary, write_plots
+
+    overrides = {} if args.rounds is None else {"bootstrap_rounds": args.rounds}
+    board_data = leaderboard_from_config(store.votes(), config, **overrides)
     print(board_data.format_table())
-    print(
-        f"\n{board_data.votes_used} votes used, {board_data.votes_excluded} excluded "
-        f"from {board_data.flagged_sessions} flagged sessions"
-    )
+    print(f"\n{board_data.votes_used} votes used. {leaderboard_summary(board_data)}")
     ratings, heatmap = write_plots(board_data, args.output or Path(config.leaderboard_dir))
     print(f"plots: {ratings} {heatmap}")
     return 0

@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 
 from arena.config import ArenaConfig
-from arena.store import BattleRecord, VoteStore
+from arena.records import BattleRecord, VoteStore
 from chatbot.engine import GenerationError
 
 
@@ -97,8 +97,11 @@ class Arena:
     def available_models(self) -> list[str]:
         return list(battle_weights(self.engine.adapters, self.config.sampling_weights))
 
-    def start(self, question: str, session: str, previous_battle_id: str | None = None) -> Battle:
-        """Record a new battle (or the next turn of `previous_battle_id`, same pair and sides)."""
+    def start(
+        self, question: str, session: str, previous_battle_id: str | None = None, *, client: str | None = None
+    ) -> Battle:
+        """Record a new battle (or the next turn of `previous_battle_id`, same pair and sides),
+        with the documents both sides are shown; `client` is the client address hash."""
         question = question.strip()
         if previous_battle_id:
             history = self.store.conversation(self._battle(previous_battle_id).conversation_id)
@@ -132,10 +135,11 @@ class Arena:
             model_b=model_b,
             messages_a=turns_a,
             messages_b=turns_b,
-            doc_ids=[d.doc_id for d in documents],
+            documents=documents,
             sampling=sampling,
             conversation_id=conversation_id,
             turn=turn,
+            client=client,
         )
         record = self._battle(battle_id)
         return Battle(

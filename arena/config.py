@@ -6,9 +6,11 @@ import dataclasses
 import math
 from pathlib import Path
 
+from arena.records import RateLimit
 from settings import ConfigError, Settings, build_dataclass
 
 VOTE_STORES = ("sqlite", "postgres")
+RATING_INTERVALS = ("laplace", "bootstrap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,12 +32,26 @@ class ArenaConfig:
     # environment variable; when it is unset a random salt is created once and kept by the vote
     # store (SQLite: a private file next to it; PostgreSQL: in the database).
     session_salt_env: str = "WAYFARER_SESSION_SALT"
-    max_votes_per_minute: int = 10  # per session; further votes are refused for a while
-    # A session that voted on `abuse_votes` battles within `abuse_minutes` is flagged, and
-    # all its votes are left out of the ratings and the exported dataset.
-    abuse_votes: int = 1000
-    abuse_minutes: float = 10.0
-    bootstrap_rounds: int = 100  # bootstrap resamples for the 95% rating intervals
+    # Vote rate limits, each counted per session AND per client address (a salted hash of it;
+    # see arena.sessions and README "Vote integrity") in the vote store, so every app process on
+    # one store shares them. A vote over any limit is refused with the time to wait.
+    max_votes_per_minute: int = 10
+    max_votes_per_hour: int = 60
+    max_votes_per_day: int = 200
+    # A session or client address that cast `abuse_votes` votes within `abuse_minutes` is
+    # flagged: its votes are left out of the ratings and the exported datasets (their count is
+    # shown) unless include_flagged_votes. The threshold must be reachable under the rate limits.
+    abuse_votes: int = 100
+    abuse_minutes: float = 1440.0
+    include_flagged_votes: bool = False
+    # Leaderboard: Bradley-Terry with a weak prior. Every model starts as if it had tied
+    # `prior_ties` games against an average model (virtual ties; 0 = plain maximum likelihood).
+    prior_ties: float = 2.0
+    # 95% intervals: "laplace" (the penalised likelihood's curvature, honest at any count) or
+    # "bootstrap" (resampled votes, the prior in every resample, never narrower than laplace).
+    rating_intervals: str = "laplace"
+    bootstrap_rounds: int = 100  # resamples when rating_intervals is bootstrap
+    provisional_battles: int = 30  # a model with fewer battles is marked provisional
     elo_k: float = 4.0  # online Elo step, as in the Chatbot Arena
     elo_scale: float = 400.0  # a 400-point gap means 10:1 odds
     elo_base: float = 1000.0  # the mean rating
@@ -50,12 +66,40 @@ class ArenaConfig:
         for name, weight in self.sampling_weights.items():
             if not isinstance(weight, (int, float)) or weight < 0 or not math.isfinite(weight):
                 raise ConfigError(f"arena.sampling_weights.{name} must be a number >= 0, got {weight!r}")
-        if self.max_votes_per_minute < 1 or self.abuse_votes < 1 or self.abuse_minutes <= 0:
-            raise ConfigError("arena: max_votes_per_minute and abuse_votes must be >= 1, abuse_minutes > 0")
+        limits = {"max_votes_per_minute": self.max_votes_per_minute, "max_votes_per_hour": self.max_votes_per_hour,
+                  "max_votes_per_day": self.max_votes_per_day}
+        for name, value in limits.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"arena.{name} must be an integer >= 1, got {value!r}")
+        if self.abuse_votes < 1 or self.abuse_minutes <= 0:
+            raise ConfigError("arena: abuse_votes must be >= 1 and abuse_minutes > 0")
+        reachable = self.max_votes_admitted(self.abuse_minutes * 60.0)
+        if self.abuse_votes > reachable:
+            raise ConfigError(
+                f"arena.abuse_votes={self.abuse_votes} in abuse_minutes={self.abuse_minutes:g} can never be reached: "
+                f"the vote rate limits admit at most {reachable} votes in that time, so nobody would ever be "
+                "flagged; lower abuse_votes or raise abuse_minutes"
+            )
+        if self.rating_intervals not in RATING_INTERVALS:
+            raise ConfigError(f"arena.rating_intervals must be one of {', '.join(RATING_INTERVALS)}, got {self.rating_intervals!r}")
+        if self.prior_ties < 0 or not math.isfinite(self.prior_ties) or self.provisional_battles < 0:
+            raise ConfigError("arena: prior_ties and provisional_battles must be >= 0")
         if self.bootstrap_rounds < 0 or self.elo_k <= 0 or self.elo_scale <= 0:
             raise ConfigError("arena: bootstrap_rounds must be >= 0, elo_k and elo_scale > 0")
         if not 0 <= self.export_validation_fraction < 1:
             raise ConfigError("arena.export_validation_fraction must be in [0, 1)")
+
+    def vote_limits(self) -> tuple[RateLimit, ...]:
+        """The rate limits the vote store checks, per session and per client address."""
+        return (
+            RateLimit(self.max_votes_per_minute, 60.0),
+            RateLimit(self.max_votes_per_hour, 3600.0),
+            RateLimit(self.max_votes_per_day, 86400.0),
+        )
+
+    def max_votes_admitted(self, window_s: float) -> int:
+        """The most votes one voter can get admitted in any `window_s` seconds under the limits."""
+        return min(limit.max_votes * math.ceil(window_s / limit.window_s) for limit in self.vote_limits())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ArenaConfig":

@@ -6,17 +6,28 @@
   pair; ties say nothing about which answer is better and are skipped.
 * arena_negative/: "both bad" votes, one row per answer: prompt / completion / label=False,
   the unpaired format trl's KTOTrainer takes.
+* chat_feedback/: 👍/👎 on chat answers, one row per answer and session: prompt (what the model
+  was sent, documents included) / completion / label (True for 👍), also KTO's format. Rows of
+  flagged sessions are left out; thread_id is "chat-<session hash prefix>", keeping a session's
+  rows in one split.
 
-The prompt is exactly what both models were sent (the question, rewritten with the retrieved
-documents when retrieval was on), without the system prompt, which the trainer adds. A follow-up
-turn is only exported when both sides saw the same conversation; usually they did not (each saw
-its own earlier answers), so such pairs would not share a prompt.
-Votes from flagged (abusive) sessions are left out. thread_id is "arena-<conversation id>", so a
-leak-free split keeps all turns of one conversation together.
+The prompt is what both models were sent, without the system prompt, which the trainer adds.
+When the battle showed retrieved documents, its last user turn is the RAFT prompt built by
+raft.build_user_message (the one place that format is written) from the question and the
+documents the store kept with the battle (schema 2), so an arena pair trains in exactly the
+format RAFT rows and the chatbot use; `doc_ids` lists those documents (empty: no retrieval),
+the column the trainers read to choose the system prompt with the untrusted-documents note, as
+training.common.to_prompt_completion does for RAFT rows. Battles stored before schema 2 kept
+only the ids: their prompt is the stored message, which already holds the documents' text.
+A follow-up turn is only exported when both sides saw the same conversation; usually they did
+not (each saw its own earlier answers), so such pairs would not share a prompt.
+Votes from flagged sessions and client addresses (arena.sessions.abuse_flags) are left out
+unless arena.include_flagged_votes. thread_id is "arena-<conversation id>", so a leak-free split
+keeps all turns of one conversation together.
 
-`python -m arena export --push-to-hub OWNER/NAME [--private]` also pushes the same two
-DatasetDicts to a Hugging Face Hub dataset repository (configurations arena_preference and
-arena_negative), with the token from HF_TOKEN only.
+`python -m arena export --push-to-hub OWNER/NAME [--private]` also pushes the same
+DatasetDicts to a Hugging Face Hub dataset repository (configurations arena_preference,
+arena_negative and chat_feedback), with the token from HF_TOKEN only.
 """
 
 from __future__ import annotations
@@ -31,10 +42,10 @@ import tempfile
 from pathlib import Path
 
 from arena.config import ArenaConfig
-from arena.sessions import flagged_sessions
-from arena.store import VoteStore
+from arena.records import BattleRecord, VoteStore
+from arena.sessions import abuse_flags
 
-PREFERENCE_DIR, NEGATIVE_DIR = "arena_preference", "arena_negative"
+PREFERENCE_DIR, NEGATIVE_DIR, CHAT_FEEDBACK_DIR = "arena_preference", "arena_negative", "chat_feedback"
 TRAIN, VALIDATION = "train", "validation"
 
 
@@ -47,14 +58,17 @@ class ExportReport:
     ties_skipped: int
     different_context_skipped: int
     flagged_votes_skipped: int
+    chat_feedback_dir: Path | None = None
+    chat_feedback: dict = dataclasses.field(default_factory=dict)  # split -> rows
 
     def summary(self) -> str:
         return (
             f"preference pairs: {sum(self.pairs.values())} ({self.pairs[TRAIN]} train, {self.pairs[VALIDATION]} validation) "
             f"-> {self.preference_dir}\n"
             f"both-bad negatives: {sum(self.negatives.values())} rows -> {self.negative_dir}\n"
+            f"chat feedback (KTO, 👍/👎): {sum(self.chat_feedback.values())} rows -> {self.chat_feedback_dir}\n"
             f"skipped: {self.ties_skipped} ties, {self.different_context_skipped} follow-ups with different context, "
-            f"{self.flagged_votes_skipped} votes from flagged sessions"
+            f"{self.flagged_votes_skipped} flagged votes (sessions or client addresses over arena.abuse_votes)"
         )
 
 
@@ -62,9 +76,11 @@ def _features():
     from datasets import Features, Value
 
     message = [{"role": Value("string"), "content": Value("string")}]
+    doc_ids = [Value("string")]
     return (
-        Features({"prompt": message, "chosen": message, "rejected": message, "thread_id": Value("string")}),
-        Features({"prompt": message, "completion": message, "label": Value("bool"), "thread_id": Value("string")}),
+        Features({"prompt": message, "chosen": message, "rejected": message, "thread_id": Value("string"), "doc_ids": doc_ids}),
+        Features({"prompt": message, "completion": message, "label": Value("bool"), "thread_id": Value("string"),
+                  "doc_ids": doc_ids}),
     )
 
 
@@ -73,8 +89,16 @@ def _split_of(conversation_id: str, validation_fraction: float) -> str:
     return VALIDATION if bucket < validation_fraction else TRAIN
 
 
-def _prompt(messages: list[dict]) -> list[dict]:
-    return [{"role": m["role"], "content": m["content"]} for m in messages if m.get("role") != "system"]
+def _prompt(messages: list[dict], battle: BattleRecord | None = None) -> list[dict]:
+    """The turns a side was sent, without the system prompt; with stored documents the last
+    user turn is rebuilt as the RAFT prompt of the battle's question and those documents."""
+    from raft import Document, build_user_message
+
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages if m.get("role") != "system"]
+    if battle is not None and battle.documents and turns and turns[-1]["role"] == "user":
+        documents = [Document(d.doc_id, d.text, d.title, d.subreddit, d.permalink) for d in battle.documents]
+        turns[-1] = {"role": "user", "content": build_user_message(battle.question, documents)}
+    return turns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,44 +112,71 @@ class PreparedExport:
     ties_skipped: int
     different_context_skipped: int
     flagged_votes_skipped: int
+    chat_feedback: dict = dataclasses.field(default_factory=dict)  # split -> rows
+
+
+def _chat_feedback_rows(store: VoteStore, config: ArenaConfig, flagged: set) -> dict:
+    """👍/👎 rows in KTO's unpaired format, split by session (all of a session's rows together)."""
+    rows = {TRAIN: [], VALIDATION: []}
+    for feedback in store.chat_feedback():
+        if feedback.session_hash in flagged:
+            continue
+        thread_id = f"chat-{feedback.session_hash[:16]}"
+        rows[_split_of(thread_id, config.export_validation_fraction)].append({
+            "prompt": _prompt(feedback.prompt),
+            "completion": [{"role": "assistant", "content": feedback.completion}],
+            "label": feedback.liked,
+            "thread_id": thread_id,
+            "doc_ids": [str(d) for d in getattr(feedback, "doc_ids", None) or []],  # the KTO features carry doc_ids
+        })
+    return rows
 
 
 def prepare_export(store: VoteStore, config: ArenaConfig) -> PreparedExport:
-    """Turn the stored votes into the two DatasetDicts (train/validation splits each)."""
+    """Turn the stored votes and chat feedback into the DatasetDicts (train/validation splits each)."""
     from datasets import Dataset, DatasetDict
 
     battles = store.battles(voted_only=True)
-    flagged = flagged_sessions(
-        (b.session_hash for b in battles), (b.voted_at for b in battles), config.abuse_votes, config.abuse_minutes
-    )
+    flags = abuse_flags(store.votes(), config.abuse_votes, config.abuse_minutes)
+    flagged = set() if config.include_flagged_votes else flags.battle_ids
     pairs = {TRAIN: [], VALIDATION: []}
     negatives = {TRAIN: [], VALIDATION: []}
     ties = different = flagged_votes = 0
     for battle in battles:
-        if battle.session_hash in flagged:
+        if battle.battle_id in flagged:
             flagged_votes += 1
             continue
         if battle.vote == "tie":
             ties += 1
             continue
-        prompt_a, prompt_b = _prompt(battle.messages_a), _prompt(battle.messages_b)
+        prompt_a, prompt_b = _prompt(battle.messages_a, battle), _prompt(battle.messages_b, battle)
         if prompt_a != prompt_b:
             different += 1
             continue
         split = _split_of(battle.conversation_id, config.export_validation_fraction)
         thread_id = f"arena-{battle.conversation_id}"
+        doc_ids = [str(d) for d in battle.doc_ids]
         answer_a = [{"role": "assistant", "content": battle.answer_a or ""}]
         answer_b = [{"role": "assistant", "content": battle.answer_b or ""}]
         if battle.vote == "both_bad":
             for answer in (answer_a, answer_b):
-                negatives[split].append({"prompt": prompt_a, "completion": answer, "label": False, "thread_id": thread_id})
+                negatives[split].append(
+                    {"prompt": prompt_a, "completion": answer, "label": False, "thread_id": thread_id, "doc_ids": doc_ids}
+                )
         else:
             chosen, rejected = (answer_a, answer_b) if battle.vote == "model_a" else (answer_b, answer_a)
-            pairs[split].append({"prompt": prompt_a, "chosen": chosen, "rejected": rejected, "thread_id": thread_id})
+            pairs[split].append(
+                {"prompt": prompt_a, "chosen": chosen, "rejected": rejected, "thread_id": thread_id, "doc_ids": doc_ids}
+            )
 
+    feedback = _chat_feedback_rows(store, config, set() if config.include_flagged_votes else set(flags.sessions))
     preference_features, negative_features = _features()
     built = {}
-    for name, rows, features in ((PREFERENCE_DIR, pairs, preference_features), (NEGATIVE_DIR, negatives, negative_features)):
+    for name, rows, features in (
+        (PREFERENCE_DIR, pairs, preference_features),
+        (NEGATIVE_DIR, negatives, negative_features),
+        (CHAT_FEEDBACK_DIR, feedback, negative_features),  # the same KTO columns
+    ):
         built[name] = DatasetDict(
             {
                 split: Dataset.from_list(split_rows, features=features)
@@ -141,6 +192,7 @@ def prepare_export(store: VoteStore, config: ArenaConfig) -> PreparedExport:
         ties_skipped=ties,
         different_context_skipped=different,
         flagged_votes_skipped=flagged_votes,
+        chat_feedback={k: len(v) for k, v in feedback.items()},
     )
 
 
@@ -156,6 +208,8 @@ def write_export(prepared: PreparedExport, datasets_dir: Path) -> ExportReport:
         ties_skipped=prepared.ties_skipped,
         different_context_skipped=prepared.different_context_skipped,
         flagged_votes_skipped=prepared.flagged_votes_skipped,
+        chat_feedback_dir=targets.get(CHAT_FEEDBACK_DIR),
+        chat_feedback=prepared.chat_feedback,
     )
     (targets[PREFERENCE_DIR] / "report.json").write_text(
         json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(report).items()}, indent=2)

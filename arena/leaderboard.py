@@ -1,4 +1,4 @@
-"""Ratings from votes: Bradley-Terry with bootstrap intervals, online Elo, win rates, plots.
+"""Ratings from votes: Bradley-Terry with a weak prior and honest intervals, online Elo, win rates, plots.
 
 Bradley-Terry: P(i beats j) = 1 / (1 + 10 ** ((R_j - R_i) / scale)), fitted by maximum
 likelihood, which is the logistic regression the Chatbot Arena runs on battle rows. Ties (and
@@ -6,6 +6,29 @@ likelihood, which is the logistic regression the Chatbot Arena runs on battle ro
 the arena's "duplicate every row, ties win in one copy and lose in the other" gives exactly
 this likelihood up to a factor 2. Ratings are only defined up to a shift; we centre them so
 their mean is `base`.
+
+Low counts. Plain maximum likelihood on one vote puts the winner at +infinity (the old board
+showed 2044 vs -44) and a bootstrap of one vote resamples that same vote every time, so its
+interval has zero width. Two changes make the board honest there:
+
+* Prior (`prior_ties`, default 2): every model plays that many virtual *ties* against a fixed
+  average model (strength 0). This is a proper, weak, log-concave prior on each strength,
+  about Gaussian with precision prior_ties/4 (natural-log units) near the mean, i.e. a prior
+  standard deviation of ~245 rating points at 2 ties. We chose virtual ties over an L2 penalty
+  because they are data of the model's own kind: their weight reads as "games", they enter
+  the likelihood exactly like votes (tests compare the fit with a logistic regression on the
+  votes plus those rows), and after a few dozen real battles they no longer matter.
+* Intervals (`rating_intervals`): `laplace` (default) takes the inverse Hessian of the
+  penalised negative log-likelihood at the fit as the covariance of a Gaussian approximation
+  of the posterior (the Laplace approximation), and reports rating +- 1.96 standard deviations
+  of each centred rating. With one vote the prior's curvature dominates and the interval is
+  several hundred points wide; with many votes it converges to the bootstrap and Fisher
+  intervals. `bootstrap` resamples the votes (the prior's virtual games in every resample),
+  the Chatbot Arena's method, which also captures misfit of the Bradley-Terry model; because a
+  bootstrap cannot show uncertainty the data never varied (one vote: every resample is that
+  vote), its bounds are widened to at least the Laplace bounds.
+
+A model with fewer than `provisional_battles` real battles is marked provisional.
 
 Speed: battles are aggregated into per-pair win counts, so fitting costs O(pairs), not O(votes),
 and a bootstrap resample of N battles is a multinomial draw over the (pair, outcome) cells.
@@ -22,23 +45,27 @@ from pathlib import Path
 
 import numpy as np
 
-from arena.sessions import flagged_sessions
-from arena.store import VoteRow
+from arena.config import ArenaConfig
+from arena.records import VoteRow
+from arena.sessions import abuse_flags
 
-_RIDGE = 1e-6  # keeps ratings finite when a model won (or lost) every battle
+_RIDGE = 1e-6  # keeps ratings finite when a model won (or lost) every battle and there is no prior
+_Z95 = 1.959963984540054  # two-sided 95% normal quantile
+_DEFAULTS = ArenaConfig()  # the one source of the defaults below
 
 
 @dataclasses.dataclass(frozen=True)
 class LeaderboardRow:
     model: str
-    rating: float  # Bradley-Terry on all votes
-    lower: float  # bootstrap 95% interval
+    rating: float  # Bradley-Terry (with the prior) on all used votes
+    lower: float  # 95% interval (see rating_intervals)
     upper: float
     elo: float  # online Elo in vote order, for comparison
     battles: int
     wins: int
     losses: int
     ties: int  # ties and both-bad
+    provisional: bool = False  # fewer than provisional_battles battles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,21 +75,27 @@ class Leaderboard:
     win_rate: np.ndarray  # [i, j]: share of i's non-tied battles against j that i won (nan: none)
     pair_battles: np.ndarray  # [i, j]: battles between i and j, all outcomes
     votes_used: int
-    votes_excluded: int  # from flagged sessions
-    flagged_sessions: int
+    votes_excluded: int  # flagged votes left out (0 when flagged votes are included)
+    flagged_sessions: int  # flagged sessions
+    flagged_votes: int = 0  # votes of flagged sessions or client addresses, used or not
+    flagged_clients: int = 0  # flagged client addresses
+    prior_ties: float = 0.0
+    intervals: str = "laplace"
+    provisional_battles: int = 0
+
+    TABLE_HEADERS = ["rank", "model", "rating (BT)", "95% interval", "online Elo", "battles", "wins", "losses", "ties", "status"]
 
     def table(self) -> list[list]:
         return [
-            [i + 1, r.model, round(r.rating), f"{r.lower:.0f} to {r.upper:.0f}", round(r.elo), r.battles, r.wins, r.losses, r.ties]
+            [i + 1, r.model, round(r.rating), f"{r.lower:.0f} to {r.upper:.0f}", round(r.elo), r.battles, r.wins, r.losses,
+             r.ties, "provisional" if r.provisional else ""]
             for i, r in enumerate(self.rows)
         ]
-
-    TABLE_HEADERS = ["rank", "model", "rating (BT)", "95% interval", "online Elo", "battles", "wins", "losses", "ties"]
 
     def format_table(self) -> str:
         rows = [self.TABLE_HEADERS] + [[str(c) for c in row] for row in self.table()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(self.TABLE_HEADERS))]
-        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
+        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def outcome_scores(votes: Sequence[str]) -> np.ndarray:
@@ -72,42 +105,77 @@ def outcome_scores(votes: Sequence[str]) -> np.ndarray:
 
 
 def fit_bradley_terry(
-    idx_a: np.ndarray, idx_b: np.ndarray, score_a: np.ndarray, n_models: int, weights: np.ndarray | None = None
+    idx_a: np.ndarray,
+    idx_b: np.ndarray,
+    score_a: np.ndarray,
+    n_models: int,
+    weights: np.ndarray | None = None,
+    prior_ties: float = 0.0,
 ) -> np.ndarray:
-    """Natural-log strengths (mean 0), shape (n_models,) or (B, n_models) for weights (B, n)."""
+    """Natural-log strengths (mean 0), shape (n_models,) or (B, n_models) for weights (B, n).
+    `prior_ties`: virtual ties of every model against a fixed model of strength 0."""
     single = weights is None or np.ndim(weights) == 1
     w = np.ones((1, len(idx_a))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
-    theta = _newton(idx_a, idx_b, score_a, w, n_models)
+    theta = _newton(idx_a, idx_b, score_a, w, n_models, prior_ties)
+    theta = theta - theta.mean(axis=1, keepdims=True)
     return theta[0] if single else theta
 
 
-def _newton(idx_a, idx_b, score_a, weights, n_models, iterations: int = 100) -> np.ndarray:
-    """Batched Newton-Raphson for the weighted BT log-likelihood with a tiny ridge."""
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _gradient_and_information(theta, idx_a, idx_b, score_a, weights, n_models, prior_ties):
+    """Gradient of the penalised log-likelihood and its negative Hessian (the information),
+    batched over rows of `weights` (B, n). Without a prior the likelihood only sees differences,
+    so sum(theta) = 0 is pinned by a penalty (sum theta)^2 / 2, which makes it invertible."""
     n_boot = weights.shape[0]
-    theta = np.zeros((n_boot, n_models))
-    eye = np.eye(n_models)
-    wins = weights * score_a  # (B, n): expected wins of side A per row
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(theta[:, idx_a] - theta[:, idx_b])))  # (B, n)
-        residual = wins - weights * p
-        grad = np.zeros((n_boot, n_models))
-        np.add.at(grad.T, idx_a, residual.T)
-        np.add.at(grad.T, idx_b, -residual.T)
-        # The likelihood only sees differences; pinning sum(theta) = 0 makes the Hessian invertible.
+    p = _sigmoid(theta[:, idx_a] - theta[:, idx_b])  # (B, n)
+    residual = weights * score_a - weights * p
+    grad = np.zeros((n_boot, n_models))
+    np.add.at(grad.T, idx_a, residual.T)
+    np.add.at(grad.T, idx_b, -residual.T)
+    curvature = weights * p * (1 - p)  # (B, n)
+    info = np.zeros((n_boot, n_models, n_models))
+    for rows, cols, sign in ((idx_a, idx_a, 1), (idx_b, idx_b, 1), (idx_a, idx_b, -1), (idx_b, idx_a, -1)):
+        np.add.at(info, (slice(None), rows, cols), sign * curvature)
+    diagonal = np.arange(n_models)
+    if prior_ties > 0:
+        # Virtual ties against strength 0: half a win each, so the gradient is m (1/2 - s(theta)).
+        s = _sigmoid(theta)
+        grad += prior_ties * (0.5 - s)
+        info[:, diagonal, diagonal] += prior_ties * s * (1 - s)
+    else:
         grad -= _RIDGE * theta + theta.sum(axis=1, keepdims=True)
-        curvature = weights * p * (1 - p)  # (B, n)
-        hess = np.zeros((n_boot, n_models, n_models))
-        for rows, cols, sign in ((idx_a, idx_a, 1), (idx_b, idx_b, 1), (idx_a, idx_b, -1), (idx_b, idx_a, -1)):
-            np.add.at(hess, (slice(None), rows, cols), sign * curvature)
-        hess += _RIDGE * eye + 1.0
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
+        info += _RIDGE * np.eye(n_models) + 1.0
+    return grad, info
+
+
+def _newton(idx_a, idx_b, score_a, weights, n_models, prior_ties, iterations: int = 100) -> np.ndarray:
+    """Batched Newton-Raphson for the weighted, penalised BT log-likelihood."""
+    theta = np.zeros((weights.shape[0], n_models))
+    for _ in range(iterations):
+        grad, info = _gradient_and_information(theta, idx_a, idx_b, score_a, weights, n_models, prior_ties)
+        step = np.linalg.solve(info, grad[..., None])[..., 0]
         # Trust region: a separated data set would otherwise overshoot wildly on early steps.
         biggest = np.abs(step).max(axis=1, keepdims=True)
         step *= np.minimum(1.0, 2.0 / np.maximum(biggest, 1e-300))
         theta += step
         if biggest.max() < 1e-9:
             break
-    return theta - theta.mean(axis=1, keepdims=True)
+    return theta
+
+
+def laplace_sd(theta, idx_a, idx_b, score_a, weights, prior_ties) -> np.ndarray:
+    """Standard deviation (natural-log units) of each centred strength under the Laplace
+    approximation: the inverse information at the fit, projected on the centred ratings."""
+    n_models = len(theta)
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    _, info = _gradient_and_information(theta[None, :], idx_a, idx_b, score_a, w, n_models, prior_ties)
+    covariance = np.linalg.inv(info[0])
+    centre = np.eye(n_models) - 1.0 / n_models
+    centred = centre @ covariance @ centre
+    return np.sqrt(np.clip(np.diag(centred), 0.0, None))
 
 
 def to_rating(theta: np.ndarray, scale: float, base: float) -> np.ndarray:
@@ -127,17 +195,24 @@ def online_elo(idx_a, idx_b, score_a, n_models: int, k: float, scale: float, bas
 def compute_leaderboard(
     votes: Sequence[VoteRow],
     *,
-    bootstrap_rounds: int = 100,
-    elo_k: float = 4.0,
-    scale: float = 400.0,
-    base: float = 1000.0,
-    abuse_votes: int = 1000,
-    abuse_minutes: float = 10.0,
+    prior_ties: float = _DEFAULTS.prior_ties,
+    intervals: str = _DEFAULTS.rating_intervals,
+    bootstrap_rounds: int = _DEFAULTS.bootstrap_rounds,
+    provisional_battles: int = _DEFAULTS.provisional_battles,
+    elo_k: float = _DEFAULTS.elo_k,
+    scale: float = _DEFAULTS.elo_scale,
+    base: float = _DEFAULTS.elo_base,
+    abuse_votes: int = _DEFAULTS.abuse_votes,
+    abuse_minutes: float = _DEFAULTS.abuse_minutes,
+    include_flagged: bool = _DEFAULTS.include_flagged_votes,
     seed: int = 0,
 ) -> Leaderboard:
-    """The leaderboard from stored votes, leaving out votes of flagged sessions."""
-    flagged = flagged_sessions((v.session_hash for v in votes), (v.voted_at for v in votes), abuse_votes, abuse_minutes)
-    used = [v for v in votes if v.session_hash not in flagged]
+    """The leaderboard from stored votes; votes of flagged sessions and client addresses are
+    left out unless `include_flagged`. `bootstrap_rounds` applies when intervals="bootstrap"."""
+    if intervals not in ("laplace", "bootstrap"):
+        raise ValueError(f"intervals must be laplace or bootstrap, got {intervals!r}")
+    flags = abuse_flags(votes, abuse_votes, abuse_minutes)
+    used = list(votes) if include_flagged else [v for v in votes if v.battle_id not in flags.battle_ids]
     models = sorted({v.model_a for v in used} | {v.model_b for v in used})
     index = {m: i for i, m in enumerate(models)}
     p = len(models)
@@ -147,14 +222,21 @@ def compute_leaderboard(
 
     # Aggregate rows into (ordered pair, outcome) cells: sides carry no term in the model.
     cell_a, cell_b, cell_score, counts = _aggregate(idx_a, idx_b, score, p)
-    theta = fit_bradley_terry(cell_a, cell_b, cell_score, p, counts.astype(float)) if p else np.zeros(0)
+    counts = counts.astype(float)
+    if p:
+        fitted = _newton(cell_a, cell_b, cell_score, counts[None, :], p, prior_ties)[0]  # the penalised fit itself
+        theta = fitted - fitted.mean()
+        half_width = _Z95 * scale / math.log(10) * laplace_sd(fitted, cell_a, cell_b, cell_score, counts, prior_ties)
+    else:
+        theta = half_width = np.zeros(0)
     rating = to_rating(theta, scale, base)
-    lower = upper = rating
-    if bootstrap_rounds > 0 and len(used) and p:
+    lower, upper = rating - half_width, rating + half_width
+    if intervals == "bootstrap" and bootstrap_rounds > 0 and len(used) and p:
         rng = np.random.default_rng(seed)
         resampled = rng.multinomial(len(used), counts / counts.sum(), size=bootstrap_rounds).astype(float)
-        boot = to_rating(fit_bradley_terry(cell_a, cell_b, cell_score, p, resampled), scale, base)
-        lower, upper = np.percentile(boot, [2.5, 97.5], axis=0)
+        boot = to_rating(fit_bradley_terry(cell_a, cell_b, cell_score, p, resampled, prior_ties), scale, base)
+        boot_lower, boot_upper = np.percentile(boot, [2.5, 97.5], axis=0)
+        lower, upper = np.minimum(lower, boot_lower), np.maximum(upper, boot_upper)
     elo = online_elo(idx_a, idx_b, score, p, elo_k, scale, base)
 
     wins = np.zeros((p, p))  # wins[i, j]: battles i won against j
@@ -179,6 +261,7 @@ def compute_leaderboard(
             wins=int(wins[i].sum()),
             losses=int(wins[:, i].sum()),
             ties=int(ties[i].sum()),
+            provisional=int(pair_battles[i].sum()) < provisional_battles,
         )
         for i, m in enumerate(models)
     ]
@@ -190,7 +273,12 @@ def compute_leaderboard(
         pair_battles=pair_battles[np.ix_(order, order)],
         votes_used=len(used),
         votes_excluded=len(votes) - len(used),
-        flagged_sessions=len(flagged),
+        flagged_sessions=len(flags.sessions),
+        flagged_votes=len(flags.battle_ids),
+        flagged_clients=len(flags.clients),
+        prior_ties=prior_ties,
+        intervals=intervals,
+        provisional_battles=provisional_battles,
     )
 
 
@@ -223,12 +311,18 @@ def write_plots(board: Leaderboard, out_dir: Path) -> tuple[Path, Path]:
         r = np.array([row.rating for row in board.rows])
         lo = np.array([row.lower for row in board.rows])
         hi = np.array([row.upper for row in board.rows])
-        ax.errorbar(x, r, yerr=[r - lo, hi - r], fmt="o", capsize=6)
+        provisional = np.array([row.provisional for row in board.rows])
+        for mask, style in ((~provisional, {"fmt": "o"}), (provisional, {"fmt": "o", "mfc": "white", "alpha": 0.6})):
+            if mask.any():
+                label = "provisional" if style.get("mfc") else "rated"
+                ax.errorbar(x[mask], r[mask], yerr=[(r - lo)[mask], (hi - r)[mask]], capsize=6, label=label, **style)
+        if provisional.any():
+            ax.legend(loc="best", fontsize=8)
         ax.set_xticks(x, board.models, rotation=30, ha="right")
     else:
         ax.text(0.5, 0.5, "no votes yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylabel("Bradley-Terry rating")
-    ax.set_title("Ratings with bootstrap 95% intervals")
+    ax.set_title(f"Ratings with 95% intervals ({board.intervals})")
     fig.tight_layout()
     fig.savefig(ratings_path, dpi=100)
     plt.close(fig)
@@ -254,16 +348,50 @@ def write_plots(board: Leaderboard, out_dir: Path) -> tuple[Path, Path]:
     return ratings_path, heatmap_path
 
 
-def leaderboard_from_store(store, config) -> Leaderboard:
-    return compute_leaderboard(
-        store.votes(),
+def leaderboard_from_config(votes: Sequence[VoteRow], config: ArenaConfig, **overrides) -> Leaderboard:
+    """compute_leaderboard with every setting from the `arena` section (`overrides` win)."""
+    settings = dict(
+        prior_ties=config.prior_ties,
+        intervals=config.rating_intervals,
         bootstrap_rounds=config.bootstrap_rounds,
+        provisional_battles=config.provisional_battles,
         elo_k=config.elo_k,
         scale=config.elo_scale,
         base=config.elo_base,
         abuse_votes=config.abuse_votes,
         abuse_minutes=config.abuse_minutes,
+        include_flagged=config.include_flagged_votes,
     )
+    settings.update(overrides)
+    return compute_leaderboard(votes, **settings)
+
+
+def leaderboard_summary(board: Leaderboard) -> str:
+    """What the ratings rest on (method, prior, provisional rule, flagged votes): plain text that
+    is also valid markdown, for the CLI and the Leaderboard tab."""
+    method = (
+        "the Laplace approximation (inverse Hessian of the penalised likelihood)"
+        if board.intervals == "laplace"
+        else "a bootstrap of the votes, widened to at least the Laplace approximation"
+    )
+    text = (
+        f"Bradley-Terry ratings with a weak prior (every model starts with "
+        f"{board.prior_ties:g} virtual ties against an average model); 95% intervals from {method}. "
+        f"Models with fewer than {board.provisional_battles} battles are provisional."
+    )
+    if board.flagged_votes:
+        who = f"{board.flagged_sessions} sessions and {board.flagged_clients} client addresses"
+        if board.votes_excluded:
+            text += f" Flagged votes: {board.flagged_votes} (from {who} over the abuse threshold), left out."
+        else:
+            text += f" Flagged votes: {board.flagged_votes} (from {who} over the abuse threshold), included."
+    else:
+        text += " Flagged votes: 0."
+    return text
+
+
+def leaderboard_from_store(store, config: ArenaConfig) -> Leaderboard:
+    return leaderboard_from_config(store.votes(), config)
 
 
 def simulate_votes(

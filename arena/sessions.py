@@ -1,20 +1,29 @@
-"""Who is voting, without knowing who: salted session hashes, a vote rate limit, abuse flags.
+"""Who is voting, without knowing who: salted hashes of sessions and client addresses, abuse flags.
 
-The Chatbot Arena logs raw IP addresses. We never see or store one: the identity of a voter is
-the hash of Gradio's per-page session id with a secret salt, so stored hashes cannot be linked
-back to a browser session by anyone without the salt, nor to a person at all.
+The Chatbot Arena logs raw IP addresses. We never store one: a voter is known by two keyed
+hashes (HMAC-SHA256 with a secret salt the vote store keeps): one of Gradio's per-page session
+id, and one of the client's network address. The session id is chosen by the client (a script
+gets a fresh one per connection), so rate limits count by both; the address costs an attacker
+far more to change. IPv6 addresses count by their /64 network, the block one subscriber is
+normally given (hashing each address would let one host vote from 2^64 addresses). Without the
+salt, stored hashes cannot be linked back to a session or an address by dictionary attack.
+
+Abuse flags: a session or client address with at least `votes` votes inside some window of
+`minutes` minutes is flagged; the rate limits (arena.config) are checked to let such a voter
+through, so the flag can actually trigger (arena.config refuses thresholds it could not).
 """
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import hashlib
+import hmac
+import ipaddress
 import os
 import re
 import secrets
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,55 +62,54 @@ def load_session_salt(env_var: str, salt_file: Path | None) -> str:
     return salt
 
 
+def _keyed_hash(salt: str, kind: str, value: str) -> str:
+    # HMAC, not sha256(salt + value): no length-extension, and `kind` keeps a session id and an
+    # address that happen to be equal strings from hashing to the same key.
+    return hmac.new(salt.encode(), f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+
 def hash_session(salt: str, session_id: str) -> str:
-    """The stored identity of a session: sha256 of salt and the session id (64 hex chars)."""
+    """The stored identity of a session: HMAC-SHA256 of the session id under the salt (64 hex)."""
     if not session_id:
         raise ValueError("empty session id")
-    return hashlib.sha256(f"{salt}\x00{session_id}".encode()).hexdigest()
+    return _keyed_hash(salt, "session", session_id)
+
+
+def client_network(address: str) -> str:
+    """What one client is counted as: an IPv4 address itself, an IPv6 address by its /64
+    network (an IPv4-mapped IPv6 address as the IPv4 address). A value that is not an IP
+    address (a test client's host name) is kept as it is."""
+    try:
+        parsed = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address.strip()
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+def hash_client(salt: str, address: str) -> str:
+    """The stored identity of a client address (see `client_network`): HMAC-SHA256 under the salt."""
+    if not address or not address.strip():
+        raise ValueError("empty client address")
+    return _keyed_hash(salt, "client", client_network(address))
 
 
 def check_session_hash(value: str) -> str:
     if not isinstance(value, str) or not SESSION_HASH_RE.match(value):
         raise ValueError(
-            "session must be a salted sha256 hex digest (arena.sessions.hash_session), never a raw id or address"
+            "session and client must be salted HMAC-SHA256 hex digests (arena.sessions.hash_session / "
+            "hash_client), never a raw id or address"
         )
     return value
 
 
-class RateLimiter:
-    """At most `limit` events per session in any sliding `window_s` seconds (in memory)."""
-
-    def __init__(self, limit: int, window_s: float = 60.0, clock=time.monotonic):
-        self.limit = limit
-        self.window_s = window_s
-        self._clock = clock
-        self._events: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-        self._lock = threading.Lock()
-
-    def allow(self, session: str) -> bool:
-        """Count one event for `session` if it is under the limit; False (not counted) otherwise."""
-        now = self._clock()
-        with self._lock:
-            events = self._events[session]
-            while events and now - events[0] >= self.window_s:
-                events.popleft()
-            if len(events) >= self.limit:
-                return False
-            events.append(now)
-            return True
-
-    def retry_after(self, session: str) -> float:
-        with self._lock:
-            events = self._events.get(session)
-            if not events or len(events) < self.limit:
-                return 0.0
-            return max(0.0, self.window_s - (self._clock() - events[0]))
-
-
 def flagged_sessions(sessions: Iterable[str], voted_at: Iterable[float], votes: int, minutes: float) -> set[str]:
-    """Sessions with at least `votes` votes inside some window of `minutes` minutes.
+    """Keys (sessions or client hashes) with at least `votes` votes inside some window of `minutes`.
 
-    Vectorised: after sorting by (session, time), a session is flagged when the vote `votes - 1`
+    Vectorised: after sorting by (key, time), a key is flagged when the vote `votes - 1`
     places later in its own sequence is less than the window away.
     """
     index: dict[str, int] = {}
@@ -118,3 +126,27 @@ def flagged_sessions(sessions: Iterable[str], voted_at: Iterable[float], votes: 
     same_session = codes[span:] == codes[:-span]
     fast = (times[span:] - times[:-span]) <= minutes * 60.0
     return set(names[np.unique(codes[:-span][same_session & fast])].tolist())
+
+
+@dataclasses.dataclass(frozen=True)
+class AbuseFlags:
+    """Flagged sessions and client addresses (their hashes), and the votes they cast."""
+
+    sessions: frozenset
+    clients: frozenset
+    battle_ids: frozenset  # every vote of a flagged session or from a flagged client address
+
+    @property
+    def voters(self) -> int:
+        return len(self.sessions) + len(self.clients)
+
+
+def abuse_flags(votes: Sequence, abuse_votes: int, abuse_minutes: float) -> AbuseFlags:
+    """Flags for stored votes (arena.records.VoteRow: battle_id, session_hash, client_hash, voted_at)."""
+    sessions = flagged_sessions((v.session_hash for v in votes), (v.voted_at for v in votes), abuse_votes, abuse_minutes)
+    with_client = [v for v in votes if v.client_hash]
+    clients = flagged_sessions(
+        (v.client_hash for v in with_client), (v.voted_at for v in with_client), abuse_votes, abuse_minutes
+    )
+    flagged = frozenset(v.battle_id for v in votes if v.session_hash in sessions or v.client_hash in clients)
+    return AbuseFlags(frozenset(sessions), frozenset(clients), flagged)

@@ -1,19 +1,21 @@
-"""The vote store on one SQLite file (the default backend; the rules live in arena.store).
+"""The vote store on one SQLite file (the default backend; the rules live in arena.store_sql).
 
 WAL so readers never block the writer, synchronous=FULL so a vote that was acknowledged survives
 a power cut, one short IMMEDIATE transaction per write (it takes the write lock at once, so the
-reads a write decides on cannot change under it), and a busy timeout so concurrent voters queue
-instead of failing.
+reads a write decides on, rate-limit counts included, cannot change under it), and a busy
+timeout so concurrent voters queue instead of failing.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 from arena.sessions import load_session_salt
-from arena.store import SQLVoteStore
+from arena.store_sql import SQLVoteStore
 
 
 class SQLiteVoteStore(SQLVoteStore):
@@ -21,13 +23,14 @@ class SQLiteVoteStore(SQLVoteStore):
     connection (cheap for SQLite), so no connection is ever used by two threads."""
 
     real_type = "REAL"
-    lock_clause = ""  # BEGIN IMMEDIATE already excludes every other writer
+    lock_clause = ""  # BEGIN IMMEDIATE already excludes every other writer (and _lock_voters is not needed)
     integrity_errors = (sqlite3.IntegrityError,)
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0):
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_s = busy_timeout_s
+        self.clock = clock
         conn = self._connect()
         try:
             # WAL is a property of the file: set once, every later connection uses it.

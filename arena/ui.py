@@ -1,7 +1,16 @@
 """The Arena and Leaderboard tabs.
 
 Anonymity: the browser only ever holds the battle id (in a gr.State, which Gradio keeps on the
-server anyway). Model names live in the vote store and reach the page for the first time in the
+server anyway).
+
+Vote integrity: a voter is known by the salted HMAC of Gradio's session id AND of the client
+address. The address is `request.client.host` as uvicorn (under Gradio) resolves it: the TCP
+peer, or, when the peer is a proxy listed in the FORWARDED_ALLOW_IPS environment variable
+(uvicorn's default: 127.0.0.1 and ::1), the nearest untrusted address in its X-Forwarded-For
+header. Behind a reverse proxy on another host, list that proxy in FORWARDED_ALLOW_IPS, or every
+voter has the proxy's address; never list "*" on a server clients reach directly, or they can
+name any address they like. The vote rate limits (arena.config.vote_limits) are checked by the
+vote store, per session and per address, in the vote's own transaction. Model names live in the vote store and reach the page for the first time in the
 response to a vote. Error messages that could name a model are rewritten to "Model A/B".
 """
 
@@ -14,9 +23,9 @@ import gradio as gr
 
 from arena.battle import Arena, BattleFailed, NotEnoughModelsError
 from arena.config import ArenaConfig
-from arena.leaderboard import Leaderboard, leaderboard_from_store, write_plots
-from arena.sessions import RateLimiter, hash_session
-from arena.store import VoteRejected, VoteStore
+from arena.leaderboard import Leaderboard, leaderboard_from_store, leaderboard_summary, write_plots
+from arena.records import VoteRejected, VoteStore
+from arena.sessions import hash_client, hash_session
 
 VOTE_BUTTONS = (
     ("model_a", "👈 A is better", "arena_vote_a"),
@@ -42,12 +51,18 @@ def _anonymise(message: str, names: tuple[str, str]) -> str:
 
 
 def build_arena_tab(engine, store: VoteStore, rag, config: ArenaConfig) -> None:
-    """Render the Arena into the surrounding Blocks (inside a gr.Tab)."""
+    """Render the Arena into the surrounding Blocks (inside a gr.Tab).
+
+    "What travellers said" (the reply sentences of chatbot.evidence) is shown once, under the
+    revealed names, after the vote: both sides answered from the same documents, so the
+    evidence belongs to neither, and shown before the vote it would turn the vote into "which
+    answer agrees with the quotes" instead of "which answer is better"."""
     from chatbot.engine import GenerationError
+    from chatbot.rag import display_while_streaming, evidence_markdown
 
     arena = Arena(engine, store, rag, config)
     salt = store.session_salt(config.session_salt_env)
-    vote_limit = RateLimiter(config.max_votes_per_minute, 60.0)
+    vote_limits = config.vote_limits()
     # What each side looked like on screen (RAG post-processing included), so later turns can
     # redraw earlier ones; bounded, falls back to the stored raw answers.
     displayed: collections.OrderedDict = collections.OrderedDict()
@@ -57,7 +72,12 @@ def build_arena_tab(engine, store: VoteStore, rag, config: ArenaConfig) -> None:
         raw = getattr(request, "session_hash", None)
         if not raw:
             raise gr.Error("This page has no session; reload it.")
-        return hash_session(salt, raw)  # never the IP address
+        return hash_session(salt, raw)
+
+    def client_of(request: gr.Request | None) -> str | None:
+        """The salted hash of the client address (never the address itself); None when unknown."""
+        host = getattr(getattr(request, "client", None), "host", None)
+        return hash_client(salt, host) if host else None
 
     def remember(battle_id: str, texts: tuple[str, str]) -> None:
         with displayed_lock:
@@ -120,7 +140,7 @@ def build_arena_tab(engine, store: VoteStore, rag, config: ArenaConfig) -> None:
             raise gr.Error(f"Your question is {len(text):,} characters; the limit is {config.max_question_chars:,}.")
         session = session_of(request)
         try:
-            battle = arena.start(text, session, previous_battle_id=battle_id)
+            battle = arena.start(text, session, previous_battle_id=battle_id, client=client_of(request))
         except NotEnoughModelsError as err:
             raise gr.Error(str(err)) from err
         except (ValueError, GenerationError) as err:
@@ -128,14 +148,17 @@ def build_arena_tab(engine, store: VoteStore, rag, config: ArenaConfig) -> None:
         names = (battle.model_a, battle.model_b)
         locked = [gr.Textbox(value="", interactive=False), gr.Button(interactive=False), *buttons(False)]
         history_a, history_b = transcript(battle.battle_id, ("", ""))
+        raw = ("", "")
         yield history_a, history_b, battle.battle_id, *locked
         try:
             for text_a, text_b in arena.answer(battle):
-                history_a[-1]["content"], history_b[-1]["content"] = text_a, text_b
+                # Shown as in the chat: RAFT markers rendered, never raw (the raw text is kept for display()).
+                raw = (text_a, text_b)
+                history_a[-1]["content"], history_b[-1]["content"] = map(display_while_streaming, raw)
                 yield history_a, history_b, battle.battle_id, *locked
         except (BattleFailed, GenerationError) as err:
             raise gr.Error(_anonymise(str(err), names)) from err
-        final = (arena.display(history_a[-1]["content"], battle), arena.display(history_b[-1]["content"], battle))
+        final = (arena.display(raw[0], battle), arena.display(raw[1], battle))
         remember(battle.battle_id, final)
         history_a[-1]["content"], history_b[-1]["content"] = final
         unlocked = [gr.Textbox(interactive=True), gr.Button(interactive=True), *buttons(True)]
@@ -145,22 +168,29 @@ def build_arena_tab(engine, store: VoteStore, rag, config: ArenaConfig) -> None:
     send.click(on_send, [question, battle_state], send_outputs, api_name="arena_send")
     question.submit(on_send, [question, battle_state], send_outputs, api_visibility="private")
 
+    def evidence_after_vote(battle_id: str) -> str:
+        record = store.battle(battle_id)
+        if rag is None or not config.use_retrieval or record is None:
+            return ""
+        # The same query the battle searched with (a short follow-up takes the previous question along).
+        questions = [{"role": "user", "content": turn.question} for turn in store.conversation(record.conversation_id)
+                     if turn.turn <= record.turn]
+        evidence = rag.evidence_for(rag.retrieval_query(questions))
+        return "\n\n" + evidence_markdown(evidence) if evidence else ""
+
     def make_vote_handler(choice: str):
         def on_vote(battle_id: str | None, request: gr.Request):
             if not battle_id:
                 raise gr.Error("There is nothing to vote on yet: ask a question first.")
             session = session_of(request)
-            if not vote_limit.allow(session):
-                wait = vote_limit.retry_after(session)
-                raise gr.Error(f"Too many votes from this session; try again in {wait:.0f} s.")
             try:
-                receipt = store.record_vote(battle_id, choice, session)
+                receipt = store.record_vote(battle_id, choice, session, client=client_of(request), limits=vote_limits)
             except VoteRejected as err:
                 raise gr.Error(str(err)) from err
             message = (
                 f"**Model A:** `{receipt.model_a}` · **Model B:** `{receipt.model_b}` · "
                 f"your vote: {VOTE_WORDS[receipt.vote]}. Press **New round** for another battle."
-            )
+            ) + evidence_after_vote(battle_id)
             return (
                 message,
                 gr.Chatbot(label=f"Model A: {receipt.model_a}"),
@@ -215,12 +245,10 @@ def build_leaderboard_tab(store: VoteStore, config: ArenaConfig, tab: gr.Tab | N
             paths = write_plots(board, config.leaderboard_dir)
             images = [Image.open(path).copy() for path in paths]
         text = (
-            f"**{board.votes_used}** votes from the arena; Bradley-Terry ratings (Elo scale, mean "
-            f"{config.elo_base:.0f}) with bootstrap 95% intervals ({config.bootstrap_rounds} rounds), and the "
-            f"online Elo (K={config.elo_k:g}) for comparison. Ties and 'both bad' count as half a win each."
+            f"**{board.votes_used}** votes from the arena. {leaderboard_summary(board)} "
+            f"Ratings on the Elo scale (mean {config.elo_base:.0f}), with the online Elo (K={config.elo_k:g}) for "
+            "comparison; ties and 'both bad' count as half a win each."
         )
-        if board.votes_excluded:
-            text += f" {board.votes_excluded} votes from {board.flagged_sessions} flagged sessions are left out."
         import pandas as pd
 
         return text, pd.DataFrame(board.table(), columns=Leaderboard.TABLE_HEADERS), images[0], images[1]

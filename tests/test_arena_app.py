@@ -157,3 +157,61 @@ def test_browser_page_shows_no_model_name_before_the_vote(arena_app, engine):
         assert battle.model_a in revealed and battle.model_b in revealed
         browser.close()
     assert store.battle(battle.battle_id).vote == "model_a"
+
+
+# --------------------------------------------------------------------------------- vote integrity
+@pytest.fixture(scope="module")
+def guarded_app(engine, tmp_path_factory, monkeypatch_module):
+    """The arena with a low hourly vote limit, on its own store (the tests above keep theirs)."""
+    home = tmp_path_factory.mktemp("guarded-home")
+    store = SQLiteVoteStore(home / "votes.sqlite3")
+    config = ArenaConfig(
+        sampling={"temperature": 0, "max_new_tokens": 4},
+        leaderboard_dir=str(home / "leaderboard"),
+        sampling_weights={"rlhf": 0},
+        max_votes_per_hour=2,  # an hour: the test never waits on, or races, the window
+        abuse_votes=20,
+    )
+    with gr.Blocks() as demo:
+        with gr.Tab("Arena"):
+            build_arena_tab(engine, store, None, config)
+        with gr.Tab("Leaderboard") as tab:
+            build_leaderboard_tab(store, config, tab=tab)
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", store, config
+    demo.close()
+
+
+def test_fresh_sessions_from_one_address_share_its_vote_limit(guarded_app):
+    """A script opening a fresh Gradio session per vote is still one client address: the
+    address (request.client.host) reaches the store as its salted hash, and the store's limit."""
+    from arena.sessions import hash_client
+
+    url, store, config = guarded_app
+    salt = store.session_salt(config.session_salt_env)
+    outcomes = []
+    for i in range(3):
+        client = Client(url, verbose=False)  # a new session id, as a vote script would open
+        list(client.submit(f"Is Lisbon hilly? ({i})", api_name="/arena_send"))
+        try:
+            outcomes.append(client.predict(api_name="/arena_vote_a")[0])
+        except Exception as err:  # gradio_client raises the gr.Error as an AppError
+            outcomes.append(err)
+    assert [isinstance(o, str) for o in outcomes] == [True, True, False], outcomes
+    assert "too many votes from your network address" in str(outcomes[2])
+    votes = store.votes()
+    assert len(votes) == 2 and len({v.session_hash for v in votes}) == 2
+    assert {v.client_hash for v in votes} == {hash_client(salt, "127.0.0.1")}
+    assert all("127.0.0.1" not in repr(b) for b in store.battles())  # only its hash is stored
+
+    # Through a proxy on a trusted address (uvicorn's FORWARDED_ALLOW_IPS; 127.0.0.1 by default)
+    # the voter is the address the proxy forwards: another client, with its own limit.
+    proxied = Client(url, verbose=False, headers={"X-Forwarded-For": "203.0.113.7"})
+    list(proxied.submit("Is Porto hilly?", api_name="/arena_send"))
+    proxied.predict(api_name="/arena_vote_b")
+    assert store.votes()[-1].client_hash == hash_client(salt, "203.0.113.7")
+
+    summary, table, *_ = Client(url, verbose=False).predict(api_name="/leaderboard_refresh")
+    assert "**3** votes" in summary and "Flagged votes: 0" in summary
+    assert {row[-1] for row in table["data"]} == {"provisional"}

@@ -126,11 +126,11 @@ def test_the_pushed_datasets_are_the_local_export(online, monkeypatch, capsys):
     assert main(["export", "--push-to-hub", "someone/votes", "--private"]) == 0
     out, err = capsys.readouterr()
     assert "preference pairs: 2" in out
-    assert "pushed arena_preference, arena_negative to https://huggingface.co/datasets/someone/votes (private)" in out
+    assert "pushed arena_preference, arena_negative, chat_feedback to https://huggingface.co/datasets/someone/votes (private)" in out
     assert FAKE_TOKEN not in out + err
 
     assert [(repo, kw["config_name"]) for _, repo, kw in pushes] == [
-        ("someone/votes", "arena_preference"), ("someone/votes", "arena_negative")
+        ("someone/votes", "arena_preference"), ("someone/votes", "arena_negative"), ("someone/votes", "chat_feedback")
     ]
     for pushed, _, kwargs in pushes:
         assert kwargs["token"] == FAKE_TOKEN and kwargs["private"] is True
@@ -145,7 +145,7 @@ def test_the_pushed_datasets_are_the_local_export(online, monkeypatch, capsys):
     # Without --private the repository's visibility is left to the Hub (new repositories: public).
     pushes.clear()
     assert main(["export", "--push-to-hub", "someone/votes"]) == 0
-    assert [kw["private"] for _, _, kw in pushes] == [None, None]
+    assert [kw["private"] for _, _, kw in pushes] == [None, None, None]
 
 
 def test_a_hub_error_is_one_line_exit_1_and_the_local_export_stays(online, monkeypatch, capsys):
