@@ -1,10 +1,12 @@
 """Evaluation: the study's comparison of methods (base, QLoRA, RAFT, RLHF) and of evaluation
-methods (NLP metrics, RAG metrics, an LLM judge, human arena votes) in one command.
+methods (NLP metrics, RAG metrics, an LLM judge) against human judgements (Reddit upvotes on the
+golden threads' replies, and arena votes), in one command or as the pipeline's last step.
 
     python -m evaluation run      answer every golden question with every model; score; judge (cached)
     python -m evaluation report   report.md + plots under {home}/evaluation
 
     run_evaluation(settings, engine=None, ...) -> RunResult
+    run_and_report(settings, ...) -> (RunResult, report path)   the pipeline's `evaluate` step
     write_report(settings) -> Path
     EvaluationConfig.from_settings(settings)
 
@@ -19,6 +21,7 @@ _EXPORTS = {
     "EvaluationConfig": "evaluation.config",
     "JudgeConfig": "evaluation.config",
     "run_evaluation": "evaluation.runner",
+    "run_and_report": "evaluation.runner",
     "load_golden": "evaluation.runner",
     "GoldenMissingError": "evaluation.runner",
     "RunResult": "evaluation.runner",

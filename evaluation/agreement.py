@@ -15,7 +15,6 @@ Kendall tau     rank correlation (tau-b) of the evaluator's model scores and the
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -37,35 +36,16 @@ def _sign(value: float, tolerance: float = 1e-12) -> int:
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's tau-b (scipy's when installed), None when undefined."""
+    """Kendall's tau-b (scipy.stats.kendalltau), None when undefined (fewer than 2 models, or
+    either ranking constant)."""
+    from scipy.stats import kendalltau
+
     if len(x) != len(y):
         raise ValueError("kendall_tau needs sequences of equal length")
-    if len(x) < 2:
-        return None
-    try:
-        from scipy.stats import kendalltau
-    except ImportError:  # scipy arrives with scikit-learn, but do not depend on it
-        return _kendall_tau_b(x, y)
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None  # scipy would warn and return nan
     tau = kendalltau(x, y).statistic
     return None if tau is None or math.isnan(tau) else float(tau)
-
-
-def _kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
-    concordant = discordant = ties_x = ties_y = 0
-    for i, j in itertools.combinations(range(len(x)), 2):
-        dx, dy = _sign(x[i] - x[j]), _sign(y[i] - y[j])
-        if dx == 0 and dy == 0:
-            continue
-        if dx == 0:
-            ties_x += 1
-        elif dy == 0:
-            ties_y += 1
-        elif dx == dy:
-            concordant += 1
-        else:
-            discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator else None
 
 
 def agreement_with_humans(

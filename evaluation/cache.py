@@ -4,7 +4,8 @@ Keys say exactly what a value depends on, so a rerun recomputes only what change
   answers    (model fingerprint, question hash, retrieval on/off, prompt hash) -- the prompt hash
              covers the retrieved documents, the system prompt and the generation options
   metrics    (answer key, scorer fingerprint, reference hash)
-  judgments  (judge identity, prompt hash)
+  judgments  (judge identity, prompt hash) -- the output as JSON: a text judge's text, or the
+             local judge's verdict / grade probabilities
 """
 
 from __future__ import annotations
@@ -123,15 +124,24 @@ class EvaluationCache:
             conn.execute("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?)",
                          (answer_key, scorer_fingerprint, reference_hash, json.dumps(scores)))
 
-    def judgment(self, judge_identity: str, prompt_hash: str) -> str | None:
+    def judgment(self, judge_identity: str, prompt_hash: str) -> dict | None:
+        """The judge's output for a prompt ({"text": ...} or {"probabilities": ...}), None if absent."""
         with self._connect() as conn:
             row = conn.execute("SELECT output FROM judgments WHERE judge_identity = ? AND prompt_hash = ?",
                                (judge_identity, prompt_hash)).fetchone()
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        try:
+            output = json.loads(row[0])
+        except ValueError:
+            output = None
+        # Caches written before outputs were JSON hold a text judge's raw text.
+        return output if isinstance(output, dict) else {"text": row[0]}
 
-    def put_judgment(self, judge_identity: str, prompt_hash: str, output: str) -> None:
+    def put_judgment(self, judge_identity: str, prompt_hash: str, output: dict) -> None:
         with self._connect() as conn:
-            conn.execute("INSERT OR REPLACE INTO judgments VALUES (?,?,?)", (judge_identity, prompt_hash, output))
+            conn.execute("INSERT OR REPLACE INTO judgments VALUES (?,?,?)",
+                         (judge_identity, prompt_hash, json.dumps(output, ensure_ascii=False)))
 
     def counts(self) -> dict[str, int]:
         with self._connect() as conn:

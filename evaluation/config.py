@@ -14,27 +14,51 @@ JUDGE_MODES = (PAIRWISE, SINGLE)
 
 @dataclasses.dataclass(frozen=True)
 class JudgeConfig:
-    """The LLM judge: the local engine by default, an OpenAI-compatible endpoint when the
-    environment names one (the key is read from the environment only, never from the file)."""
+    """The LLM judge, configured apart from the contestants: an engine model read through its
+    token probabilities by default, an OpenAI-compatible endpoint when the environment names one
+    (the key is read from the environment only, never from the file)."""
 
     modes: tuple = JUDGE_MODES  # pairwise (both orders, swap rule) and/or single (1-10 grades)
     local_model: str = "base"  # engine model name used as the local judge
-    max_new_tokens: int = 16  # the local judge only has to write a verdict
     batch_size: int = 8  # judge prompts per batched pass of the local engine
-    max_answer_chars: int = 1500  # answers are cut to this in judge prompts (keeps prompts in budget)
+    max_prompt_tokens: int = 4096  # the local judge's prompt budget (texts are clipped further beyond it)
+    max_answer_chars: int = 1500  # answers (and references) are cut to this in judge prompts
+    reference_guided: bool = True  # MT-Bench's reference-guided prompts when a golden answer exists
+    baseline: str | None = None  # set: pairwise compares every model with this one only (MT-Bench's
+    # pairwise-baseline mode, n - 1 pairs instead of n(n-1)/2); null: every pair of models
     base_url_env: str = "WAYFARER_JUDGE_BASE_URL"  # set: judge with this OpenAI-compatible endpoint
     api_key_env: str = "WAYFARER_JUDGE_API_KEY"
     model_env: str = "WAYFARER_JUDGE_MODEL"
     remote_max_tokens: int = 512  # a remote judge may explain before its verdict
+    remote_concurrency: int = 8  # requests in flight at once to the endpoint
     timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         unknown = set(self.modes) - set(JUDGE_MODES)
         if unknown:
             raise ConfigError(f"evaluation.judge.modes: unknown {sorted(unknown)} (known: {list(JUDGE_MODES)})")
-        for name in ("max_new_tokens", "batch_size", "max_answer_chars", "remote_max_tokens"):
+        for name in ("batch_size", "max_prompt_tokens", "max_answer_chars", "remote_max_tokens", "remote_concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"evaluation.judge.{name} must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RedditPreferenceConfig:
+    """Reddit upvotes as human judgements: pairs of replies to one golden post, the upvoted one
+    scoring at least `min_score_ratio` times the other, both long enough to be answers."""
+
+    enabled: bool = True
+    min_score_ratio: float = 2.0  # the upvoted reply's score is at least this multiple of the other's
+    max_pairs: int | None = None  # first N pairs (by thread id); null = all
+    judge_max_pairs: int | None = None  # pairs the LLM judge sees (the first N of them); null = all
+
+    def __post_init__(self) -> None:
+        if self.min_score_ratio <= 1:
+            raise ConfigError("evaluation.reddit_preference.min_score_ratio must be above 1")
+        for name in ("max_pairs", "judge_max_pairs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"evaluation.reddit_preference.{name} must be at least 1 (or null for all)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +75,7 @@ class EvaluationConfig:
     seed: int | None = None  # bootstrap seed; null: runtime.seed
     output_dir: str | None = None  # cache, results and report; null: {home}/evaluation
     judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+    reddit_preference: RedditPreferenceConfig = dataclasses.field(default_factory=RedditPreferenceConfig)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -72,6 +97,10 @@ class EvaluationConfig:
         if "modes" in judge:
             judge["modes"] = tuple(judge["modes"] or ())
         section["judge"] = build_dataclass(JudgeConfig, judge)
+        reddit = section.pop("reddit_preference", None) or {}
+        if not isinstance(reddit, dict):
+            raise ConfigError("evaluation.reddit_preference must be a mapping")
+        section["reddit_preference"] = build_dataclass(RedditPreferenceConfig, reddit)
         for name in ("models", "retrieval_models"):
             if name in section:
                 section[name] = tuple(section[name] or ())

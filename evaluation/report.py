@@ -1,8 +1,10 @@
 """`python -m evaluation report`: results.json + the arena votes -> report.md and plots.
 
-Sections: the models, the method x metric tables (mean and 95% bootstrap interval over the
-golden questions), the LLM judge (pairwise win rates under the swap rule, flip rate, 1-10
-grades), the arena ratings, and the agreement of every automatic evaluator with the human votes.
+Sections: what each number is, the models, the method x metric tables (mean and 95% bootstrap
+interval over the golden questions), the LLM judge (pairwise win rates under the swap rule, flip
+rate, unparseable share, 1-10 grades), the Reddit-preference pairs (does each evaluator prefer
+the upvoted reply?), the arena ratings, and every evaluator's agreement with both kinds of human
+judgement side by side.
 """
 
 from __future__ import annotations
@@ -21,21 +23,57 @@ from evaluation.config import EvaluationConfig
 from evaluation.judge import PairwiseResult, summarize_pairwise
 from evaluation.metrics import GOLDEN_METRICS
 from evaluation.rag_metrics import RAG_METRICS
+from evaluation.reddit_preference import preference
 from evaluation.runner import RESULTS_FILE
 from settings import Settings
 
 REPORT_FILE = "report.md"
 METRIC_LABELS = {
     "bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
-    "bertscore_p": "BERTScore P", "bertscore_r": "BERTScore R", "bertscore_f1": "BERTScore F1",
+    "bertscore_p": "BERTScore-style P", "bertscore_r": "BERTScore-style R", "bertscore_f1": "BERTScore-style F1",
     "semantic_similarity": "Semantic sim.", "faithfulness": "Faithfulness", "answer_relevance": "Answer relevance",
     "context_precision": "Context precision", "context_recall": "Context recall",
 }
+JUDGE_LABELS = {
+    "judge_pairwise": "LLM judge (pairwise, swap rule)",
+    "judge_pairwise_probability": "LLM judge (pairwise, both orders averaged)",
+    "judge_grade": "LLM judge (1-10 grade)",
+}
+LENGTH_LABEL = "Length (the longer reply)"
 PLOT_METRICS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_f1", "semantic_similarity")
+REFERENCE_METRICS = GOLDEN_METRICS  # scored against a reference text
 SECTION_TITLES = (
-    "## Models", "## Golden-answer metrics", "## RAG metrics", "## LLM judge", "## Human votes (arena)",
-    "## Agreement with human votes",
+    "## What each number is", "## Models", "## Golden-answer metrics", "## RAG metrics", "## LLM judge",
+    "## Reddit upvotes as human judgements", "## Human votes (arena)", "## Agreement with human judgements",
 )
+
+
+def metric_definitions(embedder: str, support: float | None, relevance: float | None) -> list[tuple[str, str]]:
+    """(label, what exactly is computed) for every number of the report."""
+    ragas = "embedding approximation of the Ragas definition (the encoder's cosine instead of an LLM's yes/no)"
+    return [
+        ("BLEU", "sacrebleu's sentence BLEU against the reference, 0-100, exponential smoothing"),
+        ("ROUGE-1 / ROUGE-2 / ROUGE-L", "F1 of unigram / bigram / longest-common-subsequence overlap "
+                                        "(Google's rouge-score, Porter stemming), 0-1"),
+        ("BERTScore-style P / R / F1", f"greedy cosine matching of contextual token embeddings from the last layer of "
+                                       f"`{embedder}` (MiniLM in the local profile), no idf weighting, no baseline "
+                                       "rescaling; not the bert-score package, which would load its own hub model"),
+        ("Semantic sim.", f"cosine of the mean-pooled sentence embeddings of `{embedder}`"),
+        ("Faithfulness", f"{ragas}: share of answer sentences with a retrieved sentence at cosine ≥ {support}"),
+        ("Answer relevance", f"{ragas}: cosine of question and answer (Ragas embeds questions an LLM "
+                             "generates from the answer)"),
+        ("Context precision", f"{ragas}: rank-weighted precision of the retrieved chunks relevant to the reference "
+                              f"(cosine ≥ {relevance})"),
+        ("Context recall", f"{ragas}: share of reference sentences with a retrieved sentence at cosine ≥ {support}"),
+        (JUDGE_LABELS["judge_pairwise"], "MT-Bench pairwise prompt in both orders; a verdict counts only when it "
+                                         "survives the swap, else the comparison is a tie"),
+        (JUDGE_LABELS["judge_pairwise_probability"], "P(first better) averaged over both orders (ties half): "
+                                                     "the judge's preference with a constant position bias cancelled"),
+        (JUDGE_LABELS["judge_grade"], "MT-Bench single-answer grade; the local judge's is G-Eval's "
+                                      "probability-weighted mean over the grade tokens"),
+        (LENGTH_LABEL, "a baseline, not a metric: prefers the longer text"),
+        ("[a, b] after a number", "95% percentile-bootstrap interval"),
+    ]
 
 
 class ResultsMissingError(FileNotFoundError):
@@ -153,8 +191,11 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
               for m in models}
     ungraded = sum(v is None for m in models for v in (judge.get("grades") or {}).get(m, {}).values())
     humans = human_votes(settings, store)
+    reddit = reddit_agreements(results.get("reddit_preference") or {}, config.bootstrap_rounds, config.seed)
 
     plots = _write_plots(out, models, estimates, summary, humans)
+    plots["reddit"] = _write_plot_reddit(out, reddit)
+    thresholds = results.get("thresholds", {})
     lines = [
         "# Wayfarer evaluation report",
         "",
@@ -166,7 +207,12 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
     ]
     for notice in results.get("notices", []):
         lines.append(f"> ⚠ {notice}")
+
     lines += ["", SECTION_TITLES[0], ""]
+    lines.append(_table(["number", "what it is"],
+                        metric_definitions(results["embedder"], thresholds.get("support"), thresholds.get("context_relevance"))))
+
+    lines += ["", SECTION_TITLES[1], ""]
     lines.append(_table(
         ["model", "fingerprint", "retrieval", "mean answer length (chars)"],
         [[m["name"], f"`{m['fingerprint']}`", "yes (RAG)" if m["retrieval"] else "no",
@@ -174,31 +220,29 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
          for m in results["models"]],
     ))
 
-    lines += ["", SECTION_TITLES[1], "",
-              f"Each answer against the golden reference (the thread's best reply). BLEU is sacrebleu's sentence BLEU "
-              f"(0-100); ROUGE F1 from `rouge-score`; BERTScore is computed with the encoder `{results['embedder']}` "
-              "(greedy matching of its contextual token embeddings, no idf, no rescaling; the `bert-score` package is "
-              "not used); semantic similarity is the cosine of the two sentence embeddings.", ""]
+    lines += ["", SECTION_TITLES[2], "",
+              "Each answer against the golden reference (the held-out thread's best reply): BLEU (0-100), ROUGE F1, "
+              f"BERTScore-style P/R/F1 (`{results['embedder']}` last-layer token embeddings, no idf) and semantic "
+              "similarity (sentence-embedding cosine).", ""]
     lines.append(_table(["model"] + [METRIC_LABELS[k] for k in GOLDEN_METRICS],
                         [[m] + [estimates[m][k].format(2 if k == "bleu" else 3) for k in GOLDEN_METRICS] for m in models]))
     lines += ["", f"![golden-answer metrics]({plots['metrics'].name})"]
 
-    thresholds = results.get("thresholds", {})
-    lines += ["", SECTION_TITLES[2], "",
-              "The Ragas definitions computed locally with the encoder instead of an LLM (the `ragas` package needs an "
-              "LLM through langchain and network access): faithfulness = share of answer sentences supported by a "
-              f"retrieved sentence (cosine ≥ {thresholds.get('support')}); answer relevance = cosine of question and "
-              "answer; context precision = rank-weighted precision of the retrieved chunks that are relevant to the "
-              f"reference (cosine ≥ {thresholds.get('context_relevance')}); context recall = share of reference "
-              "sentences supported by the retrieved context. Models answering without retrieval have no context (—).", ""]
+    lines += ["", SECTION_TITLES[3], "",
+              "Embedding approximations of the Ragas definitions, computed locally with the encoder instead of an LLM "
+              "(the `ragas` package needs an LLM through langchain and network access); see \"What each number is\". "
+              "Models answering without retrieval have no context (—).", ""]
     lines.append(_table(["model"] + [METRIC_LABELS[k] for k in RAG_METRICS],
                         [[m] + [estimates[m][k].format() for k in RAG_METRICS] for m in models]))
     lines += ["", f"![RAG metrics]({plots['rag'].name})"]
 
-    lines += ["", SECTION_TITLES[3], ""]
+    lines += ["", SECTION_TITLES[4], ""]
     lines += _judge_lines(judge, summary, models, grades, ungraded, plots)
 
-    lines += ["", SECTION_TITLES[4], ""]
+    lines += ["", SECTION_TITLES[5], ""]
+    lines += _reddit_lines(results.get("reddit_preference") or {}, reddit, plots)
+
+    lines += ["", SECTION_TITLES[6], ""]
     if humans.board is None:
         lines.append("No human votes yet: the arena has no usable votes, so there are no human ratings. "
                      "Vote in the app's Arena tab, then rerun `python -m evaluation report`.")
@@ -211,25 +255,40 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
                   f"![arena ratings]({plots['ratings'].relative_to(out).as_posix()}) "
                   f"![arena win rates]({plots['human_win_rate'].relative_to(out).as_posix()})"]
 
-    lines += ["", SECTION_TITLES[5], ""]
+    lines += ["", SECTION_TITLES[7], ""]
     agreements = _agreements(models, estimates, summary, grades, humans)
     plots["agreement"] = _write_plot_agreement(out, agreements, humans)
+    lines.append("Each automatic evaluator against the two kinds of human judgement. **Reddit upvotes**: share of "
+                 "Reddit-preference pairs on which it prefers the upvoted reply (ties ½; 0.5 is chance), with its "
+                 "bootstrap interval. **Arena votes**: per model pair with a human preference (arena win rate ≠ 0.5), "
+                 "does it prefer the same model (metrics: the higher mean; judge: its pairwise win rate); Kendall "
+                 "tau-b (scipy) ranks the models by its score against the human Bradley-Terry ratings.")
     if humans.board is None:
-        lines.append("No human votes yet, so agreement with humans cannot be measured. Once the arena has votes on "
-                     "pairs of the evaluated models, this section compares every metric and the judge with them.")
-    else:
-        lines.append("Per model pair with a human preference (arena win rate ≠ 0.5): does the evaluator prefer the same "
-                     "model (metrics: the higher mean; judge: its pairwise win rate)? Kendall tau-b ranks the models "
-                     "by the evaluator's score against the human Bradley-Terry ratings.")
-        lines += ["", _table(["evaluator", "pairs compared", "agreement rate", "Kendall tau", "models ranked"],
-                             [[name, a.pairs, _fmt(a.rate), _fmt(a.kendall_tau), a.models] for name, a in agreements.items()])]
+        lines.append("\nNo arena votes yet: the arena columns stay empty until people vote.")
+    rows = []
+    for key, label in evaluator_labels():
+        found = reddit.get(key)
+        arena = agreements.get(label)
+        rows.append([label,
+                     found.estimate.format(2) if found and found.estimate.n else "—",
+                     found.estimate.n if found else 0,
+                     arena.pairs if arena else "—", _fmt(arena.rate) if arena else "—",
+                     _fmt(arena.kendall_tau) if arena else "—"])
+    lines += ["", _table(["evaluator", "Reddit: prefers the upvoted reply [95% CI]", "Reddit pairs",
+                          "arena: model pairs compared", "arena: agreement rate", "arena: Kendall tau"], rows)]
+    if humans.board is not None:
         lines += ["", f"![agreement with humans]({plots['agreement'].name})"]
         if not any(a.pairs for a in agreements.values()):
             lines.append("\nNo voted pair involves two evaluated models with a decided preference yet.")
 
-    stats = results.get("stats", {})
-    lines += ["", "## Run", "",
-              "Cache use in the run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items()) + "."]
+    stats = dict(results.get("stats", {}))
+    stages = stats.pop("stage_seconds", {}) or {}
+    seconds = stats.pop("seconds", None)
+    lines += ["", "## Run", ""]
+    if seconds is not None:
+        lines.append(f"The run took {seconds:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
+                     + f") on {results.get('machine') or 'an unrecorded machine'}; cached work costs nothing on a rerun.")
+    lines.append("Cache use in the run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items()) + ".")
     path = out / REPORT_FILE
     temporary = path.with_suffix(".md.tmp")
     temporary.write_text("\n".join(lines) + "\n")
@@ -237,19 +296,38 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
     return path
 
 
+def evaluator_labels() -> list[tuple[str, str]]:
+    """(key, label) of every evaluator, in table order."""
+    return ([(k, METRIC_LABELS[k]) for k in GOLDEN_METRICS + RAG_METRICS] + list(JUDGE_LABELS.items())
+            + [("length_chars", LENGTH_LABEL)])
+
+
 def _judge_lines(judge: Mapping, summary, models, grades, ungraded: int, plots) -> list[str]:
-    lines = [f"Judge: `{judge.get('identity') or 'none'}` (MT-Bench prompts)."]
+    lines = [f"Judge: `{judge.get('identity') or 'none'}` (MT-Bench prompts"
+             + (", reference-guided with the golden answer" if judge.get("reference_guided") else "") + ")."]
+    if judge.get("local"):
+        model = str(judge.get("model") or "")
+        caveat = ("It is the embedded **135M** model (SmolLM2-135M): a model this small is a weak judge, whose "
+                  "preferences mostly reflect position and length bias." if "135m" in model.lower()
+                  else "It is the contestants' own base model judging its own fine-tunes, not an independent judge.")
+        lines.append(
+            f"\n> ⚠ The judge is the local model **{model}**, read from its next-token probabilities: the verdict is "
+            "the most probable of A, B, C after \"[[\", the grade the probability-weighted mean of the grade tokens "
+            f"(G-Eval), so it always decides. {caveat} Set WAYFARER_JUDGE_BASE_URL (and _MODEL, _API_KEY) to judge "
+            "with a strong model.")
     if judge.get("error"):
         lines.append(f"\n⚠ The judge failed: {judge['error']}")
     lines += ["", "### Pairwise, both orders (swap rule)", ""]
     if summary is None:
         lines.append("No pairwise judgments in this run (pairwise mode off, or fewer than two models).")
     else:
+        against = (f" (every model against the baseline `{judge['baseline']}` only: MT-Bench's pairwise-baseline mode)"
+                   if judge.get("baseline") in models else "")
         lines.append(
-            f"{summary.comparisons} comparisons, each judged with either answer first. A verdict counts only when it "
+            f"{summary.comparisons} comparisons{against}, each judged with either answer first. A verdict counts only when it "
             f"survives the swap; otherwise the comparison is a tie. **Flip rate: {_fmt(summary.flip_rate)}** "
-            f"({summary.flips} of {summary.comparisons}). Unparseable verdicts (counted as ties): "
-            f"{summary.unparseable} of {2 * summary.comparisons}."
+            f"({summary.flips} of {summary.comparisons}). **Unparseable share: {_fmt(summary.unparseable_share)}** "
+            f"({summary.unparseable} of {2 * summary.comparisons} verdicts; counted as ties)."
         )
         rows = []
         for m in models:
@@ -271,6 +349,67 @@ def _judge_lines(judge: Mapping, summary, models, grades, ungraded: int, plots) 
     return lines
 
 
+@dataclasses.dataclass(frozen=True)
+class RedditAgreement:
+    estimate: Estimate  # mean of the per-pair preferences (1 upvoted, 0 other, 0.5 tie) and its interval
+    ties: int
+
+
+def reddit_agreements(section: Mapping, rounds: int, seed: int) -> dict[str, RedditAgreement]:
+    """Per evaluator key: the share of Reddit-preference pairs on which it prefers the upvoted reply."""
+    outcomes: dict[str, list[float]] = {}
+    for row in section.get("pairs", []):
+        for metric, (upvoted, other) in row.get("scores", {}).items():
+            found = preference(upvoted, other)
+            if found is not None:
+                outcomes.setdefault(metric, []).append(found)
+        judged = row.get("judge") or {}
+        if judged.get("pairwise"):
+            result = judged["pairwise"]
+            outcomes.setdefault("judge_pairwise", []).append(
+                {result["model_x"]: 1.0, result["model_y"]: 0.0}.get(result["winner"], 0.5))
+            if result.get("preference_x") is not None:
+                outcomes.setdefault("judge_pairwise_probability", []).append(preference(result["preference_x"], 0.5))
+        if judged.get("grades"):
+            found = preference(*judged["grades"])
+            if found is not None:
+                outcomes.setdefault("judge_grade", []).append(found)
+    return {key: RedditAgreement(bootstrap_mean(values, rounds, seed), sum(v == 0.5 for v in values))
+            for key, values in outcomes.items()}
+
+
+def _reddit_lines(section: Mapping, reddit: Mapping[str, RedditAgreement], plots) -> list[str]:
+    pairs = section.get("pairs", [])
+    if not pairs:
+        return [f"No Reddit-preference pairs: {section.get('note') or 'none were built'}."]
+    threads = len({p["thread_id"] for p in pairs})
+    with_reference = sum(p["reference"] for p in pairs)
+    lines = [
+        f"**{len(pairs)} pairs** of replies from {threads} golden (held-out) threads: two top-level replies to the "
+        f"same post, both above the answer length floor, the upvoted one with at least "
+        f"{section.get('min_score_ratio', 2):g}× the other's score (every such pair in a thread). Upvotes are human "
+        "judgements that need no arena votes. Reference-based metrics score each reply against the thread's "
+        f"best other reply ({with_reference} pairs have one); answer relevance against the question; faithfulness "
+        "against the documents retrieved for the question" + ("" if section.get("retrieval") else
+                                                             " (retrieval was unavailable: not measured)")
+        + f"; the judge saw {section.get('judged_pairs', 0)} pairs. Context precision and recall score the "
+        "retrieval, which is the same for both replies: they do not apply.",
+    ]
+    if section.get("judge_error"):
+        lines.append(f"\n⚠ The judge failed on these pairs: {section['judge_error']}")
+    rows = []
+    for key, label in evaluator_labels():
+        if key in ("context_precision", "context_recall"):
+            rows.append([label, "n/a (same for both replies)", 0, "—"])
+            continue
+        found = reddit.get(key)
+        rows.append([label, found.estimate.format(2) if found else "—", found.estimate.n if found else 0,
+                     found.ties if found else "—"])
+    lines += ["", _table(["evaluator", "prefers the upvoted reply [95% CI]", "pairs", "ties"], rows),
+              "", f"![Reddit-preference agreement]({plots['reddit'].name})"]
+    return lines
+
+
 def _agreements(models, estimates, summary, grades, humans: HumanVotes) -> dict[str, Agreement]:
     if humans.board is None:
         return {}
@@ -279,12 +418,12 @@ def _agreements(models, estimates, summary, grades, humans: HumanVotes) -> dict[
     for metric in GOLDEN_METRICS + RAG_METRICS:
         found[METRIC_LABELS[metric]] = agreement_with_humans(pair_rates, ratings, {m: estimates[m][metric].mean for m in models})
     if summary is not None:
-        preference = {(a, b): summary.win_rate(a, b) for a in models for b in models if a != b}
-        found["LLM judge (pairwise)"] = agreement_with_humans(
+        preference_of = {(a, b): summary.win_rate(a, b) for a in models for b in models if a != b}
+        found[JUDGE_LABELS["judge_pairwise"]] = agreement_with_humans(
             pair_rates, ratings, {m: summary.win_rate(m) for m in models},
-            {k: v for k, v in preference.items() if v is not None})
+            {k: v for k, v in preference_of.items() if v is not None})
     if any(g.n for g in grades.values()):
-        found["LLM judge (1-10 grade)"] = agreement_with_humans(pair_rates, ratings, {m: grades[m].mean for m in models})
+        found[JUDGE_LABELS["judge_grade"]] = agreement_with_humans(pair_rates, ratings, {m: grades[m].mean for m in models})
     return found
 
 
@@ -379,6 +518,31 @@ def _write_plot_agreement(out: Path, agreements: Mapping[str, Agreement], humans
     else:
         ax.text(0.5, 0.5, "no human votes yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_title("Agreement of automatic evaluators with human votes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _write_plot_reddit(out: Path, reddit: Mapping[str, RedditAgreement]) -> Path:
+    path = out / "reddit_preference.png"
+    plt = _pyplot()
+    labels = [(key, label) for key, label in evaluator_labels() if key in reddit and reddit[key].estimate.n]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(labels) + 2), 4.2))
+    if labels:
+        x = np.arange(len(labels))
+        means = [reddit[k].estimate.mean for k, _ in labels]
+        errors = [[m - reddit[k].estimate.lower for m, (k, _) in zip(means, labels)],
+                  [reddit[k].estimate.upper - m for m, (k, _) in zip(means, labels)]]
+        ax.bar(x, means, 0.6, yerr=errors, capsize=3)
+        ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--", label="chance")
+        ax.set_xticks(x, [label for _, label in labels], rotation=40, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("prefers the upvoted reply (95% CI)")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no Reddit-preference pairs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title("Agreement with Reddit upvotes")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
