@@ -3,9 +3,15 @@
 prepare()      finds documents for the newest question and rewrites that turn into the RAFT
                prompt (raft.build_user_message, exactly as the RAFT adapter was trained on);
                older turns stay plain text so the history does not fill up with documents.
+               It also picks the evidence (chatbot.evidence: reply sentences ranked against
+               the question) and says why, if so, there are no sources (PreparedTurn.notice).
+display_while_streaming()
+               the partial answer as it grows: quote markers become quotation marks, the
+               <ANSWER>: tag disappears, and a marker still arriving (`##begin_qu`) is held back.
 postprocess()  splits the generated text with raft.parse_answer, checks every quoted span
-               against the retrieved documents, and renders markdown: the answer, the quotes
-               (marked when no document contains them) and the sources as links.
+               against the retrieved documents, and renders markdown: the answer, "What
+               travellers said" (extracted reply sentences, apart from the model's words), the
+               quotes (marked when no document contains them) and the sources as links.
 
 Everything shown comes from the model or from Reddit users, so it is HTML-escaped before it
 goes into the markdown: a post containing <script> is displayed, never run.
@@ -19,8 +25,12 @@ import logging
 import re
 from collections.abc import Sequence
 
+from chatbot.evidence import EvidenceConfig, EvidenceSentence, extract_evidence
 from raft import (
+    ANSWER_TAG,
+    BEGIN_QUOTE,
     DOCUMENTS_SYSTEM_NOTE,
+    END_QUOTE,
     Document,
     QuoteCheck,
     build_user_message,
@@ -37,6 +47,11 @@ WITHHELD = "[system prompt withheld]"
 EXTRAS_SEPARATOR = "\n\n---\n"  # what follows it in a displayed answer is ours, not the model's
 QUOTES_HEADING = "**Quoted from the sources**"
 SOURCES_HEADING = "**Sources**"
+EVIDENCE_HEADING = "**What travellers said**"
+EVIDENCE_NOTE = "*(sentences copied from Reddit replies, not written by the model)*"
+NOTICE_HEADING = "ℹ️ **Reddit sources:**"
+EXTRAS_HEADINGS = (NOTICE_HEADING, EVIDENCE_HEADING, QUOTES_HEADING, SOURCES_HEADING)
+_STREAM_MARKERS = {BEGIN_QUOTE: "“", END_QUOTE: "”", ANSWER_TAG: "\n\n"}
 
 _REDDIT_URL = re.compile(r"^https://(www\.|old\.)?reddit\.com/[^\s()<>\"'\\]*$")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#|~!])")
@@ -47,6 +62,7 @@ class PreparedTurn:
     messages: list[dict]  # ready for engine.generate
     documents: list[Document]  # what the RAFT prompt holds (empty: a plain chat turn)
     notice: str = ""  # why retrieval was skipped or failed, for the UI
+    evidence: tuple[EvidenceSentence, ...] = ()  # reply sentences answering the question, best first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,22 +99,71 @@ def source_line(document: Document) -> str:
 
 
 def strip_display_extras(content: str) -> str:
-    """An earlier displayed answer back to the model's words (quotes and sources removed)."""
+    """An earlier displayed answer back to the model's words (notice, evidence, quotes and sources removed)."""
     head, separator, tail = content.rpartition(EXTRAS_SEPARATOR)
-    if separator and tail.startswith((QUOTES_HEADING, SOURCES_HEADING)):
+    if separator and tail.startswith(EXTRAS_HEADINGS):
         content = head
     return html.unescape(content)
+
+
+def display_while_streaming(text: str, *, final: bool = False) -> str:
+    """A partial answer as it may be shown (HTML-escaped): ##begin_quote## / ##end_quote## as
+    quotation marks, <ANSWER>: as a paragraph break. Unless `final`, a tail that could still
+    become a marker (`##begin_qu`, `<ANS`) is held back until the next piece decides."""
+    # Complete markers first: the "##" closing one must not read as the start of the next.
+    for marker, shown in _STREAM_MARKERS.items():
+        text = text.replace(marker, shown)
+    if not final:
+        held = 0
+        for marker in _STREAM_MARKERS:
+            for length in range(len(marker) - 1, held, -1):
+                if text.endswith(marker[:length]):
+                    held = length
+                    break
+        if held:
+            text = text[:-held]
+    return escape_html(text)
+
+
+def evidence_markdown(evidence: Sequence[EvidenceSentence]) -> str:
+    """The "What travellers said" block: each sentence as a quote with its reply's score,
+    subreddit, date and link. All of it is Reddit users' text, escaped."""
+    lines = [f"{EVIDENCE_HEADING} {EVIDENCE_NOTE}"]
+    for item in evidence:
+        facts = []
+        if item.reply_score is not None:
+            facts.append(f"▲ {item.reply_score:,}")
+        if item.subreddit:
+            facts.append(f"r/{escape_markdown(item.subreddit)}")
+        if item.date:
+            facts.append(item.date)
+        if _REDDIT_URL.match(item.permalink):
+            facts.append(f"[{'reply' if item.reply_score is not None else 'thread'} on Reddit]({item.permalink})")
+        lines.append(f"> “{escape_markdown(_one_line(item.text))}”  \n> — {' · '.join(facts)}")
+    return "\n\n".join(lines)
 
 
 class RagChat:
     """Retrieval-augmented turns for a ChatEngine; works without a retriever as plain chat."""
 
-    def __init__(self, engine, retriever=None, top_k: int = 4, *, followup_max_words: int = 6, unavailable_reason: str = ""):
+    def __init__(
+        self,
+        engine,
+        retriever=None,
+        top_k: int = 4,
+        *,
+        followup_max_words: int = 6,
+        unavailable_reason: str = "",
+        evidence: EvidenceConfig | None = None,
+        subreddits: Sequence[str] = (),
+    ):
         self.engine = engine
         self.retriever = retriever
         self.top_k = top_k
         self.followup_max_words = followup_max_words
         self.unavailable_reason = unavailable_reason if retriever is None else ""
+        self.evidence_config = evidence or EvidenceConfig()
+        self.subreddits = list(subreddits)  # what the destination filter offers (data.subreddits)
 
     @classmethod
     def from_settings(cls, engine, settings) -> "RagChat":
@@ -107,12 +172,17 @@ class RagChat:
         from settings import ConfigError
 
         config = RetrievalConfig.from_settings(settings)
+        options = {
+            "followup_max_words": config.followup_max_words,
+            "evidence": EvidenceConfig.from_settings(settings),
+            "subreddits": list(settings.get("data.subreddits") or []),
+        }
         try:
             retriever = Retriever.from_settings(settings)
         except (IndexMissingError, EmbedderMismatchError, ChromaUnavailableError, ConfigError) as err:
             log.warning("retrieval is off: %s", err)
-            return cls(engine, None, config.top_k, followup_max_words=config.followup_max_words, unavailable_reason=str(err))
-        return cls(engine, retriever, config.top_k, followup_max_words=config.followup_max_words)
+            return cls(engine, None, config.top_k, unavailable_reason=str(err), **options)
+        return cls(engine, retriever, config.top_k, **options)
 
     @property
     def retrieval_available(self) -> bool:
@@ -132,10 +202,24 @@ class RagChat:
             query = f"{questions[-2].strip()} {query}"
         return query
 
-    def prepare(self, messages: Sequence[dict], use_retrieval: bool) -> PreparedTurn:
-        """Messages for engine.generate. Earlier answers lose the quotes/sources we appended; with
+    def _search_failed_notice(self, err: Exception) -> str:
+        chroma = getattr(self.retriever.config, "chroma", None)
+        if chroma is not None and chroma.mode == "http":
+            return f"the Chroma server at {chroma.url} did not answer ({type(err).__name__}: {err}); answering without sources"
+        return f"retrieval failed ({type(err).__name__}: {err}); answering without sources"
+
+    def prepare(
+        self,
+        messages: Sequence[dict],
+        use_retrieval: bool,
+        *,
+        subreddit: str | None = None,
+        since: int | None = None,
+    ) -> PreparedTurn:
+        """Messages for engine.generate. Earlier answers lose the extras we appended; with
         documents, a system message (the engine's prompt + the untrusted-documents note) leads
-        and the last user turn becomes the RAFT prompt. Without, the engine adds its own prompt."""
+        and the last user turn becomes the RAFT prompt. Without, the engine adds its own prompt.
+        `subreddit` and `since` (seconds since the epoch) narrow the search."""
         if not messages or messages[-1].get("role") != "user":
             raise ValueError("the conversation must end with a user message")
         turns = [
@@ -146,17 +230,46 @@ class RagChat:
         if not use_retrieval:
             return PreparedTurn(turns, [])
         if self.retriever is None:
-            return PreparedTurn(turns, [], notice=self.unavailable_reason or "retrieval is not configured")
+            reason = self.unavailable_reason or "retrieval is not configured"
+            return PreparedTurn(turns, [], notice=f"{reason}; answering without sources")
+        query = self.retrieval_query(turns)
         try:
-            hits = self.retriever.search(self.retrieval_query(turns), k=self.top_k)
-        except Exception as err:  # a broken index must not take the chat down with it
+            hits = self.retriever.search(query, k=self.top_k, subreddit=subreddit or None, since=since)
+        except Exception as err:  # a broken index or a server gone away must not take the chat down
             log.exception("retrieval failed")
-            return PreparedTurn(turns, [], notice=f"retrieval failed ({err}); answering without sources")
+            return PreparedTurn(turns, [], notice=self._search_failed_notice(err))
         documents = [hit.to_document() for hit in hits]
         if not documents:
-            return PreparedTurn(turns, [], notice="no matching Reddit threads; answering without sources")
+            filters = []
+            if subreddit:
+                filters.append(f"in r/{subreddit.strip().removeprefix('r/')}")
+            if since is not None:
+                filters.append("among recent threads")
+            where = f" {' '.join(filters)}" if filters else ""
+            floor = self.retriever.config.min_similarity
+            return PreparedTurn(turns, [], notice=(
+                f"no Reddit thread{where} scored above the similarity floor (retrieval.min_similarity = {floor:g}); "
+                "answering without sources"
+            ))
+        try:
+            evidence = tuple(extract_evidence(query, hits, self.retriever.embedder, self.evidence_config))
+        except Exception:  # the answer does not depend on the evidence: never fail the turn for it
+            log.exception("evidence extraction failed")
+            evidence = ()
         turns[-1] = {"role": "user", "content": build_user_message(turns[-1]["content"], documents)}
-        return PreparedTurn([{"role": "system", "content": self.system_prompt}, *turns], documents)
+        return PreparedTurn([{"role": "system", "content": self.system_prompt}, *turns], documents, evidence=evidence)
+
+    def evidence_for(self, question: str, *, subreddit: str | None = None, since: int | None = None) -> tuple[EvidenceSentence, ...]:
+        """The evidence for a question on its own (the arena shows it after the vote); () when
+        retrieval is off, fails, or finds nothing."""
+        if self.retriever is None or not question or not question.strip():
+            return ()
+        try:
+            hits = self.retriever.search(question, k=self.top_k, subreddit=subreddit or None, since=since)
+            return tuple(extract_evidence(question, hits, self.retriever.embedder, self.evidence_config))
+        except Exception:
+            log.exception("evidence lookup failed")
+            return ()
 
     def _withhold_system_prompt(self, text: str) -> str:
         """Replace any sentence of the system prompt the model repeats (a planted instruction may ask it to)."""
@@ -169,7 +282,15 @@ class RagChat:
             text = re.sub(pattern, WITHHELD, text, flags=re.IGNORECASE)
         return text
 
-    def postprocess(self, text: str, documents: Sequence[Document]) -> RagAnswer:
+    def postprocess(
+        self,
+        text: str,
+        documents: Sequence[Document],
+        evidence: Sequence[EvidenceSentence] = (),
+        notice: str = "",
+    ) -> RagAnswer:
+        """The displayed answer: the model's words, then (after EXTRAS_SEPARATOR) the notice,
+        the evidence, the checked quotes and the sources."""
         text = self._withhold_system_prompt(text)
         parsed = parse_answer(text)
         if not documents and not parsed.quotes and not parsed.has_answer_tag:
@@ -186,6 +307,10 @@ class RagChat:
         by_id = {document.doc_id: document for document in documents}
 
         extras = []
+        if notice:
+            extras.append(f"{NOTICE_HEADING} {escape_markdown(_one_line(notice))}")
+        if evidence:
+            extras.append(evidence_markdown(evidence))
         if checks:
             lines = [QUOTES_HEADING]
             for check in checks:

@@ -25,6 +25,7 @@ _EXPORTS = {
     "ThreadsMissingError": "retrieval.indexing",
     "build_index": "retrieval.indexing",
     "Hit": "retrieval.search",
+    "ReplySpan": "retrieval.search",
     "Retriever": "retrieval.search",
     "build_where": "retrieval.search",
 }

@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 from raft import Document
 from retrieval.config import RetrievalConfig
 from retrieval.embedder import Embedder
 from retrieval.store import open_for_search
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplySpan:
+    """One reply inside a chunk (retrieval.indexing writes these): text[start:end] is its body."""
+
+    comment_id: str
+    score: int
+    created_utc: int
+    start: int
+    end: int
+
+
+def _reply_spans(value) -> tuple[ReplySpan, ...]:
+    """The chunk's `replies` metadata; an index built before it existed has none."""
+    try:
+        items = json.loads(value) if isinstance(value, str) else []
+        return tuple(
+            ReplySpan(str(i["comment_id"]), int(i["score"]), int(i["created_utc"]), int(i["start"]), int(i["end"]))
+            for i in items
+        )
+    except (ValueError, TypeError, KeyError):
+        return ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +47,7 @@ class Hit:
     score: int
     created_utc: int
     similarity: float  # cosine similarity to the query, 1 = same direction
+    replies: tuple[ReplySpan, ...] = ()  # the replies in `text`, with their own score and date
 
     def to_document(self) -> Document:
         return Document(
@@ -136,6 +161,7 @@ class Retriever:
                     score=int(metadata.get("score", 0)),
                     created_utc=int(metadata.get("created_utc", 0)),
                     similarity=similarity,
+                    replies=_reply_spans(metadata.get("replies")),
                 )
             )
         return hits

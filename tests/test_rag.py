@@ -67,7 +67,7 @@ def retriever(settings):
 def rag(engine, retriever):
     from chatbot.rag import RagChat
 
-    return RagChat(engine, retriever, top_k=2)
+    return RagChat(engine, retriever, top_k=2, subreddits=["JapanTravel", "lisbon", "VisitingIceland", "solotravel"])
 
 
 def test_prepare_lays_out_the_raft_prompt_like_training(rag, retriever, engine):
@@ -217,3 +217,89 @@ def test_chat_tab_without_an_index_shows_the_build_command_and_disables_sources(
     assert checkbox.value is False and checkbox.interactive is False
     notes = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
     assert any("Reddit sources are off" in note and "python -m retrieval index" in note for note in notes)
+
+
+# ------------------------------------------------------------------ issue 17: evidence, streaming, notices, filters
+def test_streaming_display_renders_markers_and_holds_back_half_received_ones():
+    from chatbot.rag import display_while_streaming
+
+    answer = f"They say {BEGIN_QUOTE}take the Keisei line{END_QUOTE} and {BEGIN_QUOTE}it is cheap{END_QUOTE}. {ANSWER_TAG} Take <it>."
+    shown = [display_while_streaming(answer[:n]) for n in range(len(answer) + 1)]
+    for partial in shown:
+        for raw in ("#", "begin_qu", "end_qu", "<ANS", "ANSWER>", "&lt;A"):
+            assert raw not in partial, partial
+    assert display_while_streaming(answer, final=True) == "They say “take the Keisei line” and “it is cheap”. \n\n Take &lt;it&gt;."
+    assert display_while_streaming("I paid 5 < 6 euros", final=True) == "I paid 5 &lt; 6 euros"
+    assert display_while_streaming("costs ##") == "costs " and display_while_streaming("costs ##", final=True) == "costs ##"
+
+
+def test_prepare_finds_evidence_and_postprocess_shows_it_escaped_and_apart(rag):
+    from chatbot.rag import EVIDENCE_HEADING, EXTRAS_SEPARATOR, strip_display_extras
+
+    question = "Do small cafes in Lisbon take cards?"
+    turn = rag.prepare([{"role": "user", "content": question}], use_retrieval=True)
+    assert turn.notice == "" and turn.evidence
+    assert turn.evidence[0].thread_id == "rg2" and turn.evidence[0].text.startswith("Cards are accepted almost everywhere")
+    display = rag.postprocess(f"{ANSWER_TAG} Mostly yes.", turn.documents, turn.evidence).display_markdown
+    answer, _, extras = display.partition(EXTRAS_SEPARATOR)
+    assert answer == "Mostly yes." and extras.startswith(EVIDENCE_HEADING)  # apart from the model's words
+    assert "(https://www.reddit.com/r/lisbon/comments/rg2/x/crg20/)" in extras and "▲ 10 · r/lisbon · 2023-11-14" in extras
+    assert strip_display_extras(display) == "Mostly yes."
+
+    # Reddit text in the evidence is literal: no HTML, no markdown links.
+    korea = rag.prepare([{"role": "user", "content": "Is Korea safe for a first solo trip, subway and signs?"}], True)
+    shown = rag.postprocess("Yes.", korea.documents, korea.evidence).display_markdown
+    assert any(e.thread_id == "rg4" for e in korea.evidence)
+    assert "<b>" not in shown and "&lt;b&gt;Bold&lt;/b&gt;" in shown
+
+
+def test_retrieval_problems_are_said_in_the_chat(engine, settings, retriever, tmp_path):
+    from chatbot.rag import NOTICE_HEADING, RagChat
+    from retrieval import Retriever
+    from tests.conftest import free_port
+
+    strict = RagChat(engine, Retriever.from_settings(settings.with_overrides({"retrieval": {"min_similarity": 0.95}})), 2)
+    nothing = strict.prepare([{"role": "user", "content": "Do I need cash in Lisbon?"}], use_retrieval=True)
+    assert nothing.documents == [] and "similarity floor (retrieval.min_similarity = 0.95)" in nothing.notice
+    shown = strict.postprocess("Hi!", nothing.documents, nothing.evidence, nothing.notice).display_markdown
+    assert shown.startswith("Hi!") and NOTICE_HEADING in shown and "similarity floor" in shown
+
+    missing = RagChat.from_settings(engine, load_settings(profile="local").with_overrides({"paths": {"home": str(tmp_path)}}))
+    notice = missing.prepare([{"role": "user", "content": "Cash in Lisbon?"}], True).notice
+    assert "python -m retrieval index" in notice and "answering without sources" in notice
+
+    down = load_settings(profile="local").with_overrides(
+        {"paths": {"home": str(tmp_path)}, "retrieval": {"chroma": {"mode": "http", "port": free_port()}}}
+    )
+    notice = RagChat.from_settings(engine, down).prepare([{"role": "user", "content": "Cash in Lisbon?"}], True).notice
+    assert "cannot reach the Chroma server" in notice and "answering without sources" in notice
+
+
+def test_destination_and_recent_filters_narrow_the_search(rag):
+    question = [{"role": "user", "content": "Do I need cash in Lisbon cafes?"}]
+    assert rag.prepare(question, True).documents[0].doc_id == "rg2-0"
+    in_japan = rag.prepare(question, True, subreddit="japantravel")
+    assert {d.subreddit for d in in_japan.documents} <= {"JapanTravel"}
+    future = rag.prepare(question, True, since=2_000_000_000)  # every test thread is older
+    assert future.documents == [] and "among recent threads" in future.notice
+
+
+def test_chat_endpoint_takes_the_filters_and_shows_evidence(engine, rag):
+    import gradio as gr
+    from gradio_client import Client
+
+    from chatbot.ui import build_chat_tab
+
+    with gr.Blocks() as demo:
+        build_chat_tab(engine, examples=[], max_message_chars=500, rag=rag)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        question = "Do small cafes in Lisbon take cards?"
+        answer = client.predict(question, "base", 0.0, 16, True, "", False, api_name="/chat")
+        assert "**What travellers said**" in answer and "r/lisbon" in answer
+        filtered = client.predict(question, "base", 0.0, 16, True, "VisitingIceland", True, api_name="/chat")
+        assert "What travellers said" not in filtered and "among recent threads" in filtered
+    finally:
+        demo.close()
