@@ -120,6 +120,11 @@ def build_user_message(question: str, documents: Sequence[Document]) -> str:
     return f"{format_documents(documents)}\n\nQuestion: {question.strip()}\n\n{INSTRUCTIONS}"
 
 
+def has_documents(user_message: str) -> bool:
+    """The user turn was written by build_user_message with documents (a RAFT prompt)."""
+    return user_message.lstrip().startswith("<DOCUMENT id=") and INSTRUCTIONS in user_message
+
+
 def build_cot_answer(quotes: Sequence[str], answer: str, lead: str = "The relevant document says") -> str:
     """A training target: reasoning that quotes the oracle, then the final answer."""
     if not quotes:

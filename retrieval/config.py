@@ -53,8 +53,8 @@ class ChromaConfig:
 @dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
     collection: str = "wayfarer-threads"
-    chunk_chars: int = 1000
-    chunk_overlap: int = 200
+    chunk_tokens: int = 128             # capped by the embedder's max_seq_length (retrieval/chunking.py)
+    chunk_overlap_tokens: int = 24
     max_comments: int = 3
     top_k: int = 4
     min_similarity: float = 0.2
@@ -69,8 +69,8 @@ class RetrievalConfig:
                 f"retrieval.collection {self.collection!r}: use 3+ letters, digits, '.', '_' or '-', "
                 "starting and ending with a letter or digit"
             )
-        if self.chunk_chars <= 0 or not 0 <= self.chunk_overlap < self.chunk_chars:
-            raise ConfigError("retrieval: need chunk_chars > 0 and 0 <= chunk_overlap < chunk_chars")
+        if self.chunk_tokens < 8 or not 0 <= self.chunk_overlap_tokens < self.chunk_tokens // 2:
+            raise ConfigError("retrieval: need chunk_tokens >= 8 and 0 <= chunk_overlap_tokens < chunk_tokens / 2")
         for name in ("top_k", "embed_batch_size", "write_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"retrieval.{name} must be at least 1")

@@ -68,6 +68,16 @@ class Embedder:
                 _CACHE[ref] = cls(ref)
             return _CACHE[ref]
 
+    @property
+    def tokenizer(self):
+        """The embedder's own tokenizer (chunks are counted in its tokens)."""
+        return self._model.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens the embedder reads (special tokens included); the rest of a text is ignored."""
+        return int(self._model.max_seq_length)
+
     def embed(self, texts: Sequence[str], batch_size: int = 32):
         """A float32 numpy array, one unit vector per text."""
         with self._lock:

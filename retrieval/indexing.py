@@ -1,10 +1,14 @@
 """Index cleaned threads into Chroma, incrementally.
 
-Each thread's document text (raft.thread_document_text) is cut with chunk_text; chunk n of
-thread t has id "t-n". A chunk is embedded only when its text is new or changed (compared by
+Each thread's document text (raft.thread_document_text) is cut by retrieval.chunking.chunk_thread
+into chunks counted in the embedder's tokens (never longer than it reads); chunk n of thread t
+has id "t-n". A chunk is embedded only when its text is new or changed (compared by
 a content hash kept in its metadata), so re-running the indexer on the same threads embeds and
 writes nothing. The collection mirrors the threads dataset it was last built from: chunks of
 threads that got shorter, disappeared or became golden (held out for evaluation) are removed.
+
+Each chunk's metadata also lists the replies it holds (`replies`: id, score, date and character
+span within the chunk), so the chat can cite the very reply a sentence comes from.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from raft import thread_document_text
-from retrieval.chunking import chunk_text
+from retrieval.chunking import TokenChunker, chunk_thread, chunker_from_settings
 from retrieval.config import RetrievalConfig
 from retrieval.embedder import Embedder
 from retrieval.store import open_client, open_for_build, other_embedder_collections
@@ -110,10 +114,51 @@ def golden_thread_ids(datasets_dir: Path) -> set[str]:
     return {str(thread_id) for thread_id in data}
 
 
-def thread_chunks(thread: dict, config: RetrievalConfig) -> list[_Chunk]:
-    text = thread_document_text(thread["title"], thread.get("body") or "", thread.get("comments") or [], config.max_comments)
+def _reply_spans(text: str, comments: list, max_comments: int) -> list[dict]:
+    """Where each reply's body lies in the thread's document text (character offsets), with the
+    reply's own id, score and date: the chat's evidence cites the reply, not the thread."""
+    spans, cursor = [], 0
+    for comment in list(comments)[:max_comments]:
+        body = str(comment.get("body", "")).strip()
+        if not body:
+            continue
+        start = text.find(f"Reply: {body}", cursor)
+        if start < 0:  # cannot happen with thread_document_text's layout; never guess a span
+            continue
+        start += len("Reply: ")
+        cursor = start + len(body)
+        spans.append({
+            "comment_id": str(comment.get("comment_id") or ""),
+            "score": int(comment.get("score") or 0),
+            "created_utc": int(comment.get("created_utc") or 0),
+            "start": start,
+            "end": cursor,
+        })
+    return spans
+
+
+def _chunk_replies(spans: list[dict], chunk_start: int, chunk_length: int) -> str:
+    """The replies overlapping one chunk, offsets relative to the chunk, as JSON (Chroma metadata
+    values are scalars). Read back by retrieval.search.Hit.replies."""
+    inside = []
+    for span in spans:
+        start, end = span["start"] - chunk_start, span["end"] - chunk_start
+        if end <= 0 or start >= chunk_length:
+            continue
+        inside.append({**span, "start": max(start, 0), "end": min(end, chunk_length)})
+    return json.dumps(inside, separators=(",", ":"))
+
+
+def thread_chunks(thread: dict, config: RetrievalConfig, chunker: TokenChunker) -> list[_Chunk]:
+    comments = thread.get("comments") or []
+    text = thread_document_text(thread["title"], thread.get("body") or "", comments, config.max_comments)
+    spans = _reply_spans(text, comments, config.max_comments)
     chunks = []
-    for number, chunk in enumerate(chunk_text(text, config.chunk_chars, config.chunk_overlap)):
+    chunk_start = 0
+    for number, (chunk_id, chunk) in enumerate(chunk_thread(thread, chunker, config.max_comments)):
+        # Chunks are stripped slices of `text`, in order: find where this one starts.
+        found = text.find(chunk, chunk_start)
+        chunk_start = found if found >= 0 else chunk_start
         metadata = {
             "thread_id": str(thread["thread_id"]),
             "chunk": number,
@@ -123,8 +168,9 @@ def thread_chunks(thread: dict, config: RetrievalConfig) -> list[_Chunk]:
             "permalink": str(thread.get("permalink") or ""),
             "title": str(thread.get("title") or ""),
             "content_hash": content_hash(chunk),
+            "replies": _chunk_replies(spans, chunk_start, len(chunk)) if found >= 0 else "[]",
         }
-        chunks.append(_Chunk(f"{thread['thread_id']}-{number}", chunk, metadata))
+        chunks.append(_Chunk(chunk_id, chunk, metadata))
     return chunks
 
 
@@ -159,6 +205,7 @@ def build_index(
     threads = load_threads(Path(threads_path) if threads_path else settings.path("threads"))
     golden = golden_thread_ids(settings.path("datasets"))
     embedder = Embedder.from_settings(settings)
+    chunker = chunker_from_settings(settings)
     client = open_client(settings)  # the local folder or the Chroma server (retrieval.chroma)
     collection, created = open_for_build(settings, config.collection, embedder.identity, rebuild=rebuild)
     batch_size = min(config.write_batch_size, client.get_max_batch_size())
@@ -188,7 +235,7 @@ def build_index(
             report.golden_excluded += 1
             continue
         report.threads += 1
-        for chunk in thread_chunks(thread, config):
+        for chunk in thread_chunks(thread, config, chunker):
             wanted.add(chunk.chunk_id)
             old = existing.get(chunk.chunk_id)
             if old is None:

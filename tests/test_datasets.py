@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict, Features, Value, load_from_disk
 
-from raft import ANSWER_TAG, BEGIN_QUOTE, parse_answer, thread_document_text
-from retrieval.chunking import chunk_text
+from raft import ANSWER_TAG, BEGIN_QUOTE, has_documents, parse_answer
+from retrieval.chunking import chunk_thread, chunker_from_settings
 from settings import ConfigError, load_settings
 from training.datasets import DatasetBuildError, DatasetsConfig, build_datasets, load_golden_thread_ids
 
@@ -37,7 +37,7 @@ THREAD_FEATURES = Features({
 
 PLACES = ["Tokyo", "Kyoto", "Lisbon", "Porto", "Hanoi", "Reykjavik", "Oaxaca", "Rome", "Seoul", "Bangkok"]
 SUBREDDITS = ["JapanTravel", "solotravel", "travel", "europetravel", "VietNam"]
-CHUNKING = {"chunk_chars": 400, "chunk_overlap": 80, "max_comments": 3}
+CHUNKING = {"chunk_tokens": 96, "chunk_overlap_tokens": 16, "max_comments": 3}
 
 
 def _base36(number: int) -> str:
@@ -89,14 +89,28 @@ def save_threads(path: Path, threads: list[dict]) -> Path:
 
 def make_settings(home: Path, **datasets_config):
     return load_settings(profile="local", overrides={
-        "paths": {"home": str(home)}, "retrieval": CHUNKING, "data": {"datasets": datasets_config},
+        # The paper's P = 0.8 (the local profile trains with 1.0), so rows without the oracle are tested too.
+        "paths": {"home": str(home)}, "retrieval": CHUNKING,
+        "data": {"datasets": {"raft_oracle_probability": 0.8, **datasets_config}},
     })
 
 
-def thread_chunks(thread: dict) -> dict[str, str]:
-    text = thread_document_text(thread["title"], thread["body"], thread["comments"], CHUNKING["max_comments"])
-    pieces = chunk_text(text, CHUNKING["chunk_chars"], CHUNKING["chunk_overlap"])
-    return {f"{thread['thread_id']}-{n}": piece for n, piece in enumerate(pieces)}
+_CHUNKERS: dict = {}
+
+
+def thread_chunks(thread: dict, settings=None) -> dict[str, str]:
+    """The thread's chunks recomputed with the shared chunker (the real embedder's tokenizer)."""
+    settings = settings or make_settings(Path("/nonexistent-home"))
+    key = json.dumps(settings.section("retrieval"), sort_keys=True, default=str)
+    if key not in _CHUNKERS:
+        _CHUNKERS[key] = chunker_from_settings(settings)
+    return dict(chunk_thread(thread, _CHUNKERS[key], int(settings.get("retrieval.max_comments"))))
+
+
+def comment_with(text: str, comments: list[dict]) -> dict:
+    """The comment a (possibly clipped) chosen/rejected text was cut from."""
+    head = text.rstrip("…")
+    return next(c for c in comments if c["body"].startswith(head))
 
 
 def thread_ids_of(dataset) -> set[str]:
@@ -124,7 +138,7 @@ def test_chat_format_columns(corpus):
     assert set(sft["train"].column_names) == {"messages", "thread_id"}
     assert set(raft["train"].column_names) == {"messages", "thread_id", "oracle_included", "oracle_doc_id",
                                                "doc_ids", "distractor_source", "idk"}
-    assert set(pref["train"].column_names) == {"prompt", "chosen", "rejected", "thread_id"}
+    assert set(pref["train"].column_names) == {"prompt", "chosen", "rejected", "thread_id", "doc_ids"}
     assert isinstance(golden, Dataset)
     assert set(golden.column_names) == {"thread_id", "question", "reference_answer", "subreddit", "permalink"}
     for row in list(sft["train"]) + list(raft["train"]):
@@ -177,6 +191,7 @@ def test_splits_are_leak_free_by_thread(corpus):
 
 def test_raft_oracle_share_quotes_and_idk(corpus):
     threads, raft = corpus["threads"], corpus["loaded"]["raft"]
+    config = DatasetsConfig.from_settings(corpus["settings"])
     rows = list(raft["train"]) + list(raft["validation"])
     answering = [r for r in rows if not r["idk"]]
     assert len(answering) > 300
@@ -192,11 +207,11 @@ def test_raft_oracle_share_quotes_and_idk(corpus):
         chunks = thread_chunks(threads[row["thread_id"]])
         oracle_text = chunks[row["oracle_doc_id"]]
         parsed = parse_answer(answer)
-        assert parsed.has_answer_tag and 1 <= len(parsed.quotes) <= 2
+        assert parsed.has_answer_tag and 1 <= len(parsed.quotes) <= config.raft_max_quotes
         for quote in parsed.quotes:
             assert quote in oracle_text  # verbatim, not just after normalising
             assert quote in threads[row["thread_id"]]["comments"][0]["body"]
-        assert len(row["doc_ids"]) == 4  # k + 1 documents with or without the oracle
+        assert len(row["doc_ids"]) == config.raft_distractors + 1  # k + 1 documents with or without the oracle
         assert sorted(row["doc_ids"]) == row["doc_ids"]
         prompt_ids = [line.split('"')[1] for line in prompt.splitlines() if line.startswith("<DOCUMENT id=")]
         assert prompt_ids == row["doc_ids"]
@@ -221,9 +236,10 @@ def test_preference_pairs_respect_the_score_gap(corpus):
     threads, pref = corpus["threads"], corpus["loaded"]["preference"]
     per_thread: dict[str, int] = {}
     for row in list(pref["train"]) + list(pref["validation"]):
-        comments = {c["body"]: c for c in threads[row["thread_id"]]["comments"]}
-        chosen, rejected = comments[row["chosen"][0]["content"]], comments[row["rejected"][0]["content"]]
-        assert chosen["score"] == max(c["score"] for c in comments.values() if c["depth"] == 0)
+        comments = threads[row["thread_id"]]["comments"]
+        chosen = comment_with(row["chosen"][0]["content"], comments)
+        rejected = comment_with(row["rejected"][0]["content"], comments)
+        assert chosen["score"] == max(c["score"] for c in comments if c["depth"] == 0)
         low_effort = len(rejected["body"]) < 40
         assert chosen["score"] - rejected["score"] >= 3 or (low_effort and rejected["score"] < chosen["score"])
         assert rejected["depth"] == 0
@@ -368,7 +384,6 @@ def test_one_command_from_demo_corpus(tmp_path, monkeypatch, capsys):
     out = settings.path("datasets")
     golden = load_golden_thread_ids(out)
     raft = load_from_disk(str(out / "raft"))
-    retrieval = settings.section("retrieval")
     assert golden and len(raft["train"]) > 0
     for split in ("train", "validation"):
         for row in raft[split]:
@@ -376,11 +391,73 @@ def test_one_command_from_demo_corpus(tmp_path, monkeypatch, capsys):
             thread = by_id[row["thread_id"]]
             if row["idk"]:
                 continue
-            text = thread_document_text(thread["title"], thread["body"], thread["comments"], retrieval["max_comments"])
-            chunks = chunk_text(text, retrieval["chunk_chars"], retrieval["chunk_overlap"])
-            oracle = chunks[int(row["oracle_doc_id"].rsplit("-", 1)[1])]
+            oracle = thread_chunks(thread, settings)[row["oracle_doc_id"]]
             quotes = parse_answer(row["messages"][1]["content"]).quotes
             assert quotes and all(q in oracle for q in quotes)
     for name in ("sft", "preference"):
         for split in ("train", "validation"):
             assert not set(load_from_disk(str(out / name))[split]["thread_id"]) & golden
+
+
+# ------------------------------------------------------------------------------------ issue 14 / 17
+def test_no_chunk_exceeds_what_the_embedder_reads(tmp_path):
+    """Chunks are counted in the embedder's own tokens and capped by its max_seq_length (MiniLM
+    reads 256, special tokens included), however large retrieval.chunk_tokens is set."""
+    from retrieval.embedder import Embedder
+
+    settings = load_settings(profile="local", overrides={
+        "paths": {"home": str(tmp_path)}, "retrieval": {"chunk_tokens": 100_000, "chunk_overlap_tokens": 40}})
+    embedder = Embedder.from_settings(settings)
+    chunker = chunker_from_settings(settings)
+    assert chunker.max_tokens <= embedder.max_seq_length - 2
+    words = [f"Shinkansen{n}" if n % 17 else "Supercalifragilisticexpialidocious-" * 4 for n in range(1200)]
+    text = "\n\n".join(" ".join(words[i:i + 60]) + "." for i in range(0, len(words), 60))
+    thread = {"thread_id": "t1", "title": "Long thread", "body": text, "comments": [{"body": text[:3000]}]}
+    chunks = [piece for _, piece in chunk_thread(thread, chunker, 3)]
+    assert len(chunks) > 10
+    for piece in chunks:
+        assert len(embedder.tokenizer(piece)["input_ids"]) <= embedder.max_seq_length
+    # Nothing is lost between chunks: every word of the text is in some chunk.
+    assert all(any(word in piece for piece in chunks) for word in set(words[:200]))
+
+
+def test_preference_prompts_carry_documents_as_rlhf_is_served(corpus):
+    """RLHF starts from RAFT and is served with documents: its pairs are asked the same way
+    (without an index: the thread's first chunk and random chunks of others, top_k in all)."""
+    top_k = int(corpus["settings"].get("retrieval.top_k"))
+    for split in ("train", "validation"):
+        for row in corpus["loaded"]["preference"][split]:
+            user = row["prompt"][0]["content"]
+            assert has_documents(user)
+            assert len(row["doc_ids"]) == top_k and f'<DOCUMENT id="{row["thread_id"]}-0"' in user
+            prompt_ids = [line.split('"')[1] for line in user.splitlines() if line.startswith("<DOCUMENT id=")]
+            assert prompt_ids == row["doc_ids"]
+
+
+def test_the_pipeline_indexes_before_building_so_raft_gets_hard_negatives(tmp_path):
+    """A fresh home: index (golden threads left out) -> build; the RAFT distractors come from the
+    index and the build records the index's fingerprint, which is part of its own."""
+    from retrieval import Retriever
+    from training.pipeline import run_pipeline
+
+    settings = make_settings(tmp_path, golden_min_threads=3)
+    threads = [make_thread(i) for i in range(24)]
+    save_threads(settings.path("threads"), threads)
+    outcome = run_pipeline(settings, skip={"ingest"}, until="build", log=lambda _: None)
+    assert [name for name, _ in outcome.ran] == ["index", "build"]
+    out = settings.path("datasets")
+    report = json.loads((out / "report.json").read_text())
+    state = json.loads((settings.path("home") / "pipeline_state.json").read_text())
+    assert report["distractor_source"] == "retrieval"
+    assert report["index_fingerprint"] == state["index"]["inputs_fingerprint"]
+    golden = load_golden_thread_ids(out)
+    assert golden
+    retriever = Retriever.from_settings(settings)
+    by_id = {t["thread_id"]: t for t in threads}
+    for thread_id in golden:
+        hits = retriever.search(by_id[thread_id]["title"], k=10, min_similarity=-1)
+        assert not {hit.thread_id for hit in hits} & golden, "a golden thread is in the index"
+    raft = load_from_disk(str(out / "raft"))
+    assert any(row["distractor_source"].startswith("retrieval") for row in raft["train"])
+    pref = load_from_disk(str(out / "preference"))
+    assert all(has_documents(row["prompt"][0]["content"]) for row in pref["train"])

@@ -369,3 +369,66 @@ def test_demo_corpus_ingests_into_300_threads_across_20_subreddits(tmp_settings)
     assert report.broken_lines >= 1
     texts = " ".join(t["body"] + " ".join(c["body"] for c in t["comments"]) for t in threads)
     assert "&amp;" not in texts and "&#39;" not in texts and not re.search(r"(?<![\w/])/?u/\w", texts)
+
+
+# --------------------------------------------------------------------- real data is kept
+def training_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "WAYFARER_PROFILE": "local", "WAYFARER__PATHS__HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_pipeline_keeps_threads_ingested_from_real_dumps_and_ingest_adds_sources(tmp_path):
+    """The issue's sequence: `ingest --input RS_… RC_…`, then `make run`'s pipeline. The user's
+    threads must still be there, a second source must add to them, and only --demo adds the demo."""
+    home, dumps = tmp_path / "home", tmp_path / "dumps"
+    dumps.mkdir()
+    write_zst(dumps / "RS_2024-01.zst", [post("r1", score=40), post("r2", sub="Tokyo", score=20)])
+    write_zst(dumps / "RC_2024-01.zst", [comment("s1", "r1"), comment("s2", "r2")])
+    first = training_cli(home, "ingest", "--input", str(dumps / "RS_2024-01.zst"), str(dumps / "RC_2024-01.zst"))
+    assert first.returncode == 0, first.stderr
+    threads_dir = home / "data" / "threads"
+    assert datasets.load_from_disk(str(threads_dir))["thread_id"] == ["r1", "r2"]
+
+    # A second month: one new thread, and r1 again with a newer score (the new reading wins).
+    write_jsonl(dumps / "RS_2024-02.jsonl", [post("r3", sub="solotravel"), post("r1", score=99), comment("s3", "r3"),
+                                             comment("s4", "r1")])
+    second = training_cli(home, "ingest", "--input", str(dumps / "RS_2024-02.jsonl"))
+    assert second.returncode == 0, second.stderr
+    assert "1 new, 1 updated, 3 threads now from 2 source(s)" in second.stdout
+    threads = {t["thread_id"]: t for t in datasets.load_from_disk(str(threads_dir))}
+    assert sorted(threads) == ["r1", "r2", "r3"] and threads["r1"]["score"] == 99
+    sources = load_report(threads_dir)["sources"]
+    assert [(s["source"], s["demo"]) for s in sources] == [("dump", False), ("dump", False)]
+    before = {p.name: p.read_bytes() for p in threads_dir.iterdir()}
+
+    pipeline = training_cli(home, "pipeline", "--until", "ingest")
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert "the threads hold your data" in pipeline.stdout and "RS_2024-01.zst" in pipeline.stdout
+    assert {p.name: p.read_bytes() for p in threads_dir.iterdir()} == before  # untouched
+    forced = training_cli(home, "pipeline", "--until", "ingest", "--force", "ingest")
+    assert forced.returncode == 0, forced.stderr
+    assert {p.name: p.read_bytes() for p in threads_dir.iterdir()} == before  # --force does not overwrite them
+
+    with_demo = training_cli(home, "pipeline", "--until", "ingest", "--demo")
+    assert with_demo.returncode == 0, with_demo.stderr
+    ids = set(datasets.load_from_disk(str(threads_dir))["thread_id"])
+    assert {"r1", "r2", "r3"} <= ids and len(ids) >= 300  # the demo's threads joined the user's
+    assert datasets.load_from_disk(str(threads_dir)).filter(lambda t: t["thread_id"] == "r1")[0]["score"] == 99
+
+
+def test_pipeline_ingests_the_demo_only_into_an_empty_home_and_refreshes_only_the_demo(tmp_settings):
+    from training.ingest import sources_other_than_demo
+    from training.pipeline import run_pipeline
+
+    threads_dir = tmp_settings.path("threads")
+    outcome = run_pipeline(tmp_settings, until="ingest", log=lambda line: None)
+    assert [name for name, _ in outcome.ran] == ["ingest"] and sources_other_than_demo(tmp_settings) == []
+    demo_ids = datasets.load_from_disk(str(threads_dir))["thread_id"]
+    assert len(demo_ids) >= 300
+    # Only the demo's own threads are there: --force remakes them from the demo corpus.
+    outcome = run_pipeline(tmp_settings, until="ingest", force={"ingest"}, log=lambda line: None)
+    assert [name for name, _ in outcome.ran] == ["ingest"]
+    assert datasets.load_from_disk(str(threads_dir))["thread_id"] == demo_ids

@@ -28,9 +28,9 @@ TRAINING = {
     "raft": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 2, "eval_steps": 2, "batch_size": 1,
              "max_length": 480, "max_train_rows": 3, "max_eval_rows": 1},
     "reward": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 8, "eval_steps": 8, "batch_size": 2,
-               "max_length": 160, "max_eval_rows": 4},
+               "max_length": 512, "max_eval_rows": 4},
     "dpo": {**TINY_RUN, "learning_rate": 1e-3, "max_steps": 2, "eval_steps": 2, "batch_size": 1,
-            "max_length": 192, "max_train_rows": 4, "max_eval_rows": 2, "beta": 0.1},
+            "max_length": 512, "max_train_rows": 4, "max_eval_rows": 2, "beta": 0.1},
     "online": {**TINY_RUN, "learning_rate": 1e-4, "max_steps": 1, "eval_steps": 1, "batch_size": 2,
                "max_length": 256, "max_train_rows": 2, "num_generations": 2, "max_completion_length": 8},
 }
@@ -43,8 +43,11 @@ def make_settings(home: Path, **extra):
         "generation": {"max_new_tokens": 12},
         "model": {"adapters": ["qlora", "raft", "rlhf"]},
         # Short chunks and one distractor keep RAFT prompts within a tiny max_length.
-        "retrieval": {"chunk_chars": 200, "chunk_overlap": 40},
-        "data": {"datasets": {"raft_distractors": 1, "raft_hard_negatives": False}},
+        "retrieval": {"chunk_tokens": 48, "chunk_overlap_tokens": 8},
+        # Preference prompts carry their retrieved documents (as RLHF is served): short questions
+        # and replies keep them within the tiny reward/DPO max_length.
+        "data": {"datasets": {"raft_distractors": 1, "raft_hard_negatives": False,
+                              "question_max_chars": 300, "preference_answer_max_chars": 200}},
         "training": TRAINING,
     }
     for key, value in extra.items():
@@ -60,7 +63,7 @@ def demo(tmp_path_factory):
     from training.pipeline import run_pipeline
 
     settings = make_settings(tmp_path_factory.mktemp("training-home"))
-    outcome = run_pipeline(settings, until="build")
+    outcome = run_pipeline(settings, until="build", skip={"index"})  # tests/test_datasets.py covers the index
     assert [name for name, _ in outcome.ran] == ["ingest", "build"]
     return settings
 
@@ -98,9 +101,6 @@ def dpo(demo, raft_adapter):
     with torch.no_grad():
         model.set_adapter("default")
         policy = model(input_ids=ids).logits
-        model.set_adapter("ref")
-        reference = model(input_ids=ids).logits
-        model.set_adapter("default")
         with model.disable_adapter():
             bare = model(input_ids=ids).logits
     raft_weights = load_file(str(raft_adapter.path / "adapter_model.safetensors"))
@@ -109,10 +109,11 @@ def dpo(demo, raft_adapter):
         return {n: p.detach().clone().float() for n, p in model.named_parameters() if f".{name}." in n}
 
     facts = {
-        # The policy's adapter is cast to bf16 for training (QLoRA), the reference may stay fp32:
-        # equal weights, outputs equal up to that rounding, far closer than to the bare base.
-        "policy_vs_reference": (policy - reference).abs().max().item(),
         "policy_vs_bare_base": (policy - bare).abs().max().item(),
+        # The policy's adapter may be cast for training (bf16 in QLoRA) while the reference stays
+        # fp32, so their logits differ by that rounding, which depends on the CPU's bf16 units
+        # (measured: 1.02 on a Xeon with AMX). The weights say exactly what each adapter starts as.
+        "default_dtypes": {n: p.dtype for n, p in model.named_parameters() if ".default." in n},
         "ref_trainable": [n for n, p in model.named_parameters() if ".ref." in n and p.requires_grad],
         "default_trainable": any(p.requires_grad for n, p in model.named_parameters() if ".default." in n),
         "ref_before": adapter_weights("ref"),
@@ -192,10 +193,14 @@ def test_dpo_starts_from_the_raft_adapter_which_stays_its_frozen_reference(dpo, 
 
     facts, result = dpo
     assert facts["policy_vs_bare_base"] > 0.5, "RAFT must differ from the bare base for this test to mean anything"
-    assert facts["policy_vs_reference"] < 0.02 * facts["policy_vs_bare_base"], (
-        "at step 0 the DPO policy must be the RAFT adapter", facts["policy_vs_reference"], facts["policy_vs_bare_base"])
     assert facts["ref_trainable"] == [] and facts["default_trainable"]
     raft = facts["raft_weights"]
+    # At step 0 the policy is the RAFT adapter: every weight is RAFT's, in the dtype it trains in.
+    assert facts["default_before"] and len(facts["default_before"]) == len(raft)
+    for name, value in facts["default_before"].items():
+        expected = raft[_saved_key(name, "default")].to(facts["default_dtypes"][name]).float()
+        assert torch.equal(value, expected), f"the policy does not start as RAFT: {name}"
+    assert len(facts["ref_before"]) == len(raft)
     for name, value in facts["ref_before"].items():
         assert torch.equal(value, raft[_saved_key(name, "ref")].float()), name
     for name, value in facts["ref_after"].items():
@@ -225,11 +230,8 @@ def test_the_engine_serves_all_three_adapters_and_each_answers_differently_from_
         assert engine.adapters == ["base", "qlora", "raft", "rlhf"], engine.adapter_errors
         # A few training steps may leave the first greedy words alone, so compare what each
         # served adapter predicts over the whole prompt, in one batched pass as the engine serves.
-        import torch
-
-        ids = torch.tensor([engine.build_prompt(QUESTION)] * 4)
-        with torch.inference_mode():
-            logits = engine._model(input_ids=ids, adapter_names=["__base__", "qlora", "raft", "rlhf"]).logits
+        ids = engine.build_prompt(QUESTION)
+        logits = engine.score_rows([(ids, name) for name in ("base", "qlora", "raft", "rlhf")])
         for row, name in enumerate(("qlora", "raft", "rlhf"), start=1):
             assert (logits[row] - logits[0]).abs().max() > 0.1, f"{name} does not change the model"
         assert engine.complete(QUESTION, "rlhf", **GREEDY).strip()
@@ -271,13 +273,13 @@ def test_the_golden_split_is_in_no_training_set(demo):
 def test_the_pipeline_skips_every_step_whose_outputs_are_current(demo, qlora, raft_adapter, dpo):
     from training.pipeline import run_pipeline
 
-    outcome = run_pipeline(demo, skip={"index"})
+    outcome = run_pipeline(demo, skip={"index", "evaluate"})  # tests/test_evaluation_tab.py runs evaluate
     assert outcome.ran == []
-    assert [name for name, _ in outcome.skipped] == ["ingest", "build", "index", "qlora", "raft", "rlhf"]
+    assert [name for name, _ in outcome.skipped] == ["ingest", "index", "build", "qlora", "raft", "rlhf", "evaluate"]
 
     # A changed dataset setting reruns build, and nothing upstream of it.
     changed = demo.with_overrides({"data": {"datasets": {"validation_fraction": 0.2}}})
-    outcome = run_pipeline(changed, until="build")
+    outcome = run_pipeline(changed, until="build", skip={"index"})
     assert [name for name, _ in outcome.ran] == ["build"]
 
 
@@ -353,3 +355,46 @@ def test_online_rl_runs_grpo_from_the_raft_adapter_scored_by_the_reward_model(cl
     assert metadata["start_adapter"]["name"] == "raft"
     assert metadata["metrics"]["reward_first"] is not None
     assert (tmp_path / "rlhf" / "adapter_model.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------ issue 14
+def test_adapters_record_their_precision_drops_and_samples(qlora, raft_adapter, dpo):
+    """What a run did is in the adapter: the precision chosen at run time, the rows dropped
+    because their prompt does not fit (0 is recorded too), the seeded preference sample."""
+    for metadata in (qlora[2].metadata, raft_adapter.metadata):
+        precision = metadata["precision"]
+        assert precision["compute_dtype"] == "float32" and precision["autocast"] is False  # TRAINING: float32
+        assert precision["quantization"] == "none" and "not QLoRA" in precision["recipe"]
+        record = next(iter(metadata["datasets"].values()))
+        assert set(record["dropped_too_long"]) == {"train", "validation"}
+    sampled = dpo[1].metadata["datasets"]["sampled"]
+    assert sampled["used"]["train"] == TRAINING["dpo"]["max_train_rows"] and sampled["seed"] == TRAINING["seed"]
+    assert sampled["available"]["train"] >= sampled["used"]["train"]
+
+
+def test_auto_precision_is_bf16_exactly_when_the_cpu_has_bf16_units(tmp_path):
+    from training.common import cpu_has_bf16_units, training_precision
+    from training.config import TrainingConfig
+
+    settings = make_settings(tmp_path).with_overrides({"training": {"compute_dtype": "auto"}})
+    config = TrainingConfig.from_settings(settings)
+    precision = training_precision(settings, config, config.raft)
+    expected = "bfloat16" if cpu_has_bf16_units() else "float32"
+    assert precision.compute_dtype == expected and precision.autocast == (expected == "bfloat16")
+    assert precision.reason.startswith("auto")
+
+
+def test_progress_lines_say_step_total_elapsed_and_eta():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from training.common import progress_callback
+
+    lines = []
+    callback = progress_callback("raft", log=lines.append)
+    state, control = TrainerState(max_steps=10), TrainerControl()
+    args = TrainingArguments(output_dir="/tmp/unused-wayfarer-progress", report_to="none")
+    callback.on_train_begin(args, state, control)
+    state.global_step = 4
+    callback.on_log(args, state, control, logs={"loss": 1.25})
+    assert lines[0] == "raft: training 10 optimizer steps"
+    assert lines[1].startswith("raft: step 4/10, ") and "elapsed, ETA " in lines[1] and "loss 1.250" in lines[1]

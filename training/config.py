@@ -15,6 +15,8 @@ from settings import ConfigError, Settings, build_dataclass
 
 ONLINE_METHODS = ("grpo", "rloo")
 RLHF_METHODS = ("dpo", "online")
+TRAINING_QUANTIZATIONS = ("nf4", "none")
+COMPUTE_DTYPES = ("auto", "bfloat16", "float32", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,9 @@ class OnlineSettings(RunSettings):
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     seed: int = 1234
-    compute_dtype: str | None = None    # dtype of the 4-bit matmuls while training; null: model.compute_dtype
+    compute_dtype: str | None = None    # bfloat16, float32, auto (bf16 when the hardware has bf16 units)
+                                        # or null (model.compute_dtype); see training.common.training_precision
+    quantization: str = "nf4"           # base weights while training: nf4 (QLoRA) or none (float32 + LoRA)
     rlhf_method: str = "dpo"            # dpo (default, stable on small data) or online
     rlhf_start_adapter: str = "raft"    # RLHF starts from (and, for DPO, is anchored to) this adapter
     use_arena_votes: bool = True        # add datasets/arena_preference to the reward and DPO training data
@@ -98,6 +102,10 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.rlhf_method not in RLHF_METHODS:
             raise ConfigError(f"training.rlhf_method must be one of {RLHF_METHODS}")
+        if self.quantization not in TRAINING_QUANTIZATIONS:
+            raise ConfigError(f"training.quantization must be one of {TRAINING_QUANTIZATIONS}")
+        if self.compute_dtype not in (None, *COMPUTE_DTYPES):
+            raise ConfigError(f"training.compute_dtype must be null or one of {COMPUTE_DTYPES}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TrainingConfig":

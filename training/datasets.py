@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from raft import Document, build_cot_answer, build_user_message, thread_document_text
-from retrieval.chunking import chunk_text
+from raft import Document, build_cot_answer, build_user_message
+from retrieval.chunking import TokenChunker, chunk_thread, chunker_from_settings
 from settings import ConfigError, Settings, build_dataclass
 
 THREAD_COLUMNS = ("thread_id", "subreddit", "title", "body", "permalink", "comments")
@@ -60,6 +60,7 @@ class DatasetsConfig:
     question_max_chars: int = 2000
     answer_min_chars: int = 40
     answer_max_chars: int = 1500
+    preference_answer_max_chars: int = 600
     sft_second_comment_score_ratio: float | None = 0.5
     raft_oracle_probability: float = 0.8
     raft_distractors: int = 3
@@ -80,7 +81,8 @@ class DatasetsConfig:
         if not 0 <= self.raft_oracle_probability <= 1:
             raise ConfigError("data.datasets.raft_oracle_probability must be in [0, 1]")
         for name in ("raft_distractors", "raft_max_quotes", "preference_max_pairs_per_thread",
-                     "question_max_chars", "answer_max_chars", "raft_answer_max_chars"):
+                     "question_max_chars", "answer_max_chars", "raft_answer_max_chars",
+                     "preference_answer_max_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.datasets.{name} must be at least 1")
         if self.golden_min_threads < 0 or self.preference_min_score_gap < 0 or self.answer_min_chars < 0:
@@ -111,6 +113,8 @@ class BuildReport:
     raft_idk_share: float = 0.0
     distractor_source: str = RANDOM  # "retrieval" when the index gave hard negatives
     distractor_fallback_reason: str | None = None
+    index_fingerprint: str | None = None  # the index the hard negatives and preference documents came from
+    index_collection: str | None = None
     distractor_rows: dict[str, int] = dataclasses.field(default_factory=dict)  # per-row source -> rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +136,8 @@ class BuildReport:
         if self.distractor_fallback_reason:
             source += f" (no hard negatives: {self.distractor_fallback_reason})"
         lines.append(f"  raft distractors {source}; rows by source {dict(sorted(self.distractor_rows.items()))}")
+        if self.index_collection:
+            lines.append(f"  index            {self.index_collection}, fingerprint {self.index_fingerprint}")
         lines.append(f"Written to {self.output_path}")
         return "\n".join(lines)
 
@@ -325,15 +331,14 @@ class _Chunk:
     subreddit: str
 
 
-def _thread_chunks(thread: _Thread, retrieval: Mapping[str, Any]) -> list[_Chunk]:
-    """The thread cut exactly as the index cuts it (same text, same chunker, same ids)."""
-    text = thread_document_text(thread.title, thread.body, thread.comments, int(retrieval["max_comments"]))
-    pieces = chunk_text(text, int(retrieval["chunk_chars"]), int(retrieval["chunk_overlap"]))
+def _thread_chunks(thread: _Thread, chunker: TokenChunker, max_comments: int) -> list[_Chunk]:
+    """The thread cut exactly as the index cuts it (the same chunk_thread: same text, ids)."""
+    record = {"thread_id": thread.thread_id, "title": thread.title, "body": thread.body, "comments": thread.comments}
     return [
-        _Chunk(Document(doc_id=f"{thread.thread_id}-{n}", text=piece, title=thread.title,
+        _Chunk(Document(doc_id=chunk_id, text=piece, title=thread.title,
                         subreddit=thread.subreddit, permalink=thread.permalink),
                thread.thread_id, thread.subreddit)
-        for n, piece in enumerate(pieces)
+        for chunk_id, piece in chunk_thread(record, chunker, max_comments)
     ]
 
 
@@ -388,6 +393,7 @@ class _HardNegatives:
 
     def __init__(self, retriever: Any):
         self._retriever = retriever
+        self.collection = f"{retriever.collection_name} ({retriever.count()} chunks)"
 
     @classmethod
     def open(cls, settings: Settings) -> tuple["_HardNegatives | None", str | None]:
@@ -417,6 +423,11 @@ class _HardNegatives:
             if len(found) == count:
                 break
         return found
+
+    def served(self, question: str, allowed: set[str]) -> list[Document]:
+        """The documents the chatbot would put in the prompt for `question` (retrieval.top_k
+        above retrieval.min_similarity), from threads the row's split may see."""
+        return [hit.to_document() for hit in self._retriever.search(question) if hit.thread_id in allowed]
 
 
 def _raft_row(thread: _Thread, question: str, answer: str, chunks: Sequence[_Chunk], pool: _DistractorPool,
@@ -470,7 +481,22 @@ def _row(thread: _Thread, question: str, documents: Sequence[Document], target: 
 # Preference pairs
 
 
-def _preference_pairs(thread: _Thread, question: str, config: DatasetsConfig) -> list[dict]:
+def _preference_documents(thread: _Thread, question: str, chunks: Sequence[_Chunk], pool: _DistractorPool,
+                          hard: _HardNegatives | None, allowed: set[str], top_k: int,
+                          config: DatasetsConfig) -> list[Document]:
+    """The documents of a preference pair's prompt: RLHF starts from RAFT and is served with
+    retrieval, so its pairs are asked the way the chatbot asks it. With an index: what the
+    chatbot's search returns (the thread's own chunks included, as at serving time); without
+    one: the thread's first chunk and random chunks of other threads, top_k in all."""
+    if hard is not None:
+        return hard.served(question, allowed | {thread.thread_id})
+    rng = _rng(config.seed, "preference-documents", thread.thread_id)
+    own = [chunks[0].document] if chunks else []
+    return own + [c.document for c in pool.draw(rng, max(top_k - len(own), 0), thread.thread_id)]
+
+
+def _preference_pairs(thread: _Thread, question: str, documents: Sequence[Document],
+                      config: DatasetsConfig) -> list[dict]:
     answers = _answers(thread, config)
     if not answers:
         return []
@@ -485,13 +511,16 @@ def _preference_pairs(thread: _Thread, question: str, config: DatasetsConfig) ->
     ]
     # The widest score gaps first: the pairs whose preference is the least doubtful.
     rejected.sort(key=lambda c: (c["score"], c.get("comment_id", ""), c["body"]))
-    chosen_text = _clip(best["body"], config.answer_max_chars)
+    chosen_text = _clip(best["body"], config.preference_answer_max_chars)
+    user = build_user_message(question, documents)
+    doc_ids = sorted(doc.doc_id for doc in documents)
     return [
         {
-            "prompt": [{"role": "user", "content": question}],
+            "prompt": [{"role": "user", "content": user}],
             "chosen": [{"role": "assistant", "content": chosen_text}],
-            "rejected": [{"role": "assistant", "content": _clip(c["body"], config.answer_max_chars)}],
+            "rejected": [{"role": "assistant", "content": _clip(c["body"], config.preference_answer_max_chars)}],
             "thread_id": thread.thread_id,
+            "doc_ids": doc_ids,
         }
         for c in rejected[: config.preference_max_pairs_per_thread]
     ]
@@ -517,7 +546,7 @@ def _features():
             "distractor_source": Value("string"), "idk": Value("bool"),
         }),
         "preference": Features({"prompt": message, "chosen": message, "rejected": message,
-                                "thread_id": Value("string")}),
+                                "thread_id": Value("string"), "doc_ids": [Value("string")]}),
         "golden": Features({
             "thread_id": Value("string"), "question": Value("string"), "reference_answer": Value("string"),
             "subreddit": Value("string"), "permalink": Value("string"),
@@ -560,20 +589,9 @@ def _load_threads(path: Path) -> list[dict]:
     return loaded.to_list()
 
 
-def build_datasets(settings: Settings, threads: Path | None = None, output: Path | None = None) -> BuildReport:
-    """Build sft/, raft/, preference/, golden/ (+ golden_thread_ids.json, report.json) under
-    `output` from the cleaned threads at `threads`. Nothing is replaced unless all succeed."""
-    from datasets import Dataset, DatasetDict
-    from tqdm.auto import tqdm
-
-    config = DatasetsConfig.from_settings(settings)
-    retrieval_config = settings.section("retrieval")
-    threads_path = Path(threads) if threads else settings.path("threads")
-    output_path = Path(output) if output else settings.path("datasets")
-    report = BuildReport(threads_path=str(threads_path), output_path=str(output_path), seed=config.seed)
-
+def _threads_and_splits(threads_path: Path, config: DatasetsConfig):
+    """The cleaned threads (sorted by id), the answerable ones, what was skipped, and the splits."""
     records = _load_threads(threads_path)
-    report.threads_total = len(records)
     skipped: Counter[str] = Counter()
     by_id: dict[str, _Thread] = {}
     for record in records:
@@ -591,14 +609,48 @@ def build_datasets(settings: Settings, threads: Path | None = None, output: Path
     answerable = {t.thread_id for t in ordered if _answers(t, config)}
     if len(ordered) > len(answerable):
         skipped["without a substantive top-level reply"] += len(ordered) - len(answerable)
-    report.threads_usable = len(answerable)
     if not answerable:
         raise DatasetBuildError(f"none of the {len(records)} threads at {threads_path} has a top-level reply of "
                                 f"at least {config.answer_min_chars} characters: nothing to build")
-    splits = _split_threads(ordered, answerable, config)
+    return records, ordered, answerable, skipped, _split_threads(ordered, answerable, config)
+
+
+def write_golden_thread_ids(settings: Settings, threads: Path | None = None, output: Path | None = None) -> int:
+    """Decide the held-out (golden) threads and write golden_thread_ids.json, before the index is
+    built: the index leaves them out, and the datasets built after it take hard negatives from
+    it. The split depends on the threads and data.datasets only, so `build` writes the same file."""
+    config = DatasetsConfig.from_settings(settings)
+    output_path = Path(output) if output else settings.path("datasets")
+    _, _, _, _, splits = _threads_and_splits(Path(threads) if threads else settings.path("threads"), config)
+    output_path.mkdir(parents=True, exist_ok=True)
+    target = output_path / GOLDEN_IDS_FILE
+    scratch = target.with_suffix(".tmp")
+    scratch.write_text(json.dumps(sorted(splits.golden), indent=1) + "\n")
+    scratch.replace(target)
+    return len(splits.golden)
+
+
+def build_datasets(settings: Settings, threads: Path | None = None, output: Path | None = None,
+                   index_fingerprint: str | None = None) -> BuildReport:
+    """Build sft/, raft/, preference/, golden/ (+ golden_thread_ids.json, report.json) under
+    `output` from the cleaned threads at `threads`. Nothing is replaced unless all succeed."""
+    from datasets import Dataset, DatasetDict
+    from tqdm.auto import tqdm
+
+    config = DatasetsConfig.from_settings(settings)
+    retrieval_config = settings.section("retrieval")
+    threads_path = Path(threads) if threads else settings.path("threads")
+    output_path = Path(output) if output else settings.path("datasets")
+    report = BuildReport(threads_path=str(threads_path), output_path=str(output_path), seed=config.seed)
+
+    records, ordered, answerable, skipped, splits = _threads_and_splits(threads_path, config)
+    report.threads_total = len(records)
+    report.threads_usable = len(answerable)
     report.golden_threads = len(splits.golden)
 
-    chunks_by_thread = {t.thread_id: _thread_chunks(t, retrieval_config)
+    chunker = chunker_from_settings(settings)
+    max_comments, top_k = int(retrieval_config["max_comments"]), int(retrieval_config["top_k"])
+    chunks_by_thread = {t.thread_id: _thread_chunks(t, chunker, max_comments)
                         for t in tqdm(ordered, desc="chunking threads", leave=False)}
     # Train rows see train threads only; validation rows may also see train threads. Golden
     # threads are never anyone's distractor.
@@ -609,6 +661,9 @@ def build_datasets(settings: Settings, threads: Path | None = None, output: Path
                     else (None, "disabled by data.datasets.raft_hard_negatives"))
     report.distractor_source = RETRIEVAL if hard else RANDOM
     report.distractor_fallback_reason = reason
+    if hard is not None:
+        report.index_collection = hard.collection
+        report.index_fingerprint = index_fingerprint
 
     rows: dict[str, dict[str, list[dict]]] = {name: {TRAIN: [], VALIDATION: []} for name in ("sft", "raft", "preference")}
     golden_rows = []
@@ -633,7 +688,9 @@ def build_datasets(settings: Settings, threads: Path | None = None, output: Path
             skipped["without a quotable reply in the thread's document (raft only)"] += 1
         else:
             rows["raft"][split].append(raft_row)
-        rows["preference"][split].extend(_preference_pairs(thread, question, config))
+        documents = _preference_documents(thread, question, chunks_by_thread[thread.thread_id], pools[split], hard,
+                                          visible[split], top_k, config)
+        rows["preference"][split].extend(_preference_pairs(thread, question, documents, config))
 
     features = _features()
     built = {
@@ -694,4 +751,4 @@ def load_golden_thread_ids(datasets_dir: Path) -> set[str]:
 
 
 __all__ = ["BuildReport", "DatasetBuildError", "DatasetsConfig", "build_datasets", "configure",
-           "load_golden_thread_ids", "run"]
+           "load_golden_thread_ids", "run", "write_golden_thread_ids"]

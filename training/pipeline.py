@@ -1,10 +1,22 @@
-"""Step `pipeline`: ingest -> build -> index -> qlora -> raft -> rlhf, skipping what is current.
+"""Step `pipeline`: ingest -> index -> build -> qlora -> raft -> rlhf -> evaluate, skipping what is current.
+
+The index comes before the datasets so that a fresh clone's RAFT rows take their distractors
+(hard negatives) and the preference pairs their documents from it; the index step first writes
+the golden (held-out) thread ids, which the index leaves out. The build's fingerprint includes
+the index's, so a changed index rebuilds the datasets and retrains downstream.
 
 A step is current when its output exists and was made from the same inputs: for the adapters
 the `inputs_fingerprint` recorded in their metadata (data fingerprints, hyper-parameters, base
 model, and for RLHF the RAFT adapter it started from); for ingest, build and index a stamp in
 paths.home/pipeline_state.json. Changing the corpus, a setting or an upstream output therefore
-reruns exactly the steps downstream of it.
+reruns exactly the steps downstream of it. The last step, evaluate, answers the golden questions
+with every served model and writes the report the app's Evaluation tab shows; its own cache
+(per question and model) makes a rerun after one retrained adapter cost that adapter's answers only.
+
+The ingest step reads the demo corpus only when there are no threads yet or they are the demo's
+own (then a changed corpus refreshes them). Threads from the user's dumps or the live API
+(`python -m training ingest ...`) are never replaced: the step leaves them as they are, and
+`--demo` adds the demo corpus to them.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from training.common import TrainingError, dataset_fingerprint, read_metadata
 from training.config import config_hash
 
 STATE_FILE = "pipeline_state.json"
-STEP_ORDER = ("ingest", "build", "index", "qlora", "raft", "rlhf")
+STEP_ORDER = ("ingest", "index", "build", "qlora", "raft", "rlhf", "evaluate")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +43,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip", nargs="+", choices=STEP_ORDER, default=(), metavar="STEP",
                         help="leave these steps out (e.g. index when no embedder is installed)")
     parser.add_argument("--until", choices=STEP_ORDER, default=None, help="stop after this step")
+    parser.add_argument("--demo", action="store_true",
+                        help="ingest: add the demo corpus to the threads there, even when they hold your own data")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     apply_runtime(settings)
     force = set(STEP_ORDER) if args.force == [] else set(args.force or ())
     try:
-        outcome = run_pipeline(settings, force=force, skip=set(args.skip), until=args.until)
+        outcome = run_pipeline(settings, force=force, skip=set(args.skip), until=args.until, demo=args.demo)
     except (TrainingError, ConfigError) as err:
         print(f"pipeline: {err}", file=sys.stderr)
         return 2
@@ -85,6 +99,17 @@ def _write_stamp(settings: Settings, step: str, fingerprint: str) -> None:
     scratch.replace(path)
 
 
+def _record_seconds(settings: Settings, step: str, seconds: float) -> None:
+    """How long the step's last run took (bench/study_bench.py prints the first run's times)."""
+    state = _read_state(settings)
+    state.setdefault(step, {})["seconds"] = round(seconds, 1)
+    path = _state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    scratch.replace(path)
+
+
 def _files_fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
@@ -100,37 +125,45 @@ def _ingest_fingerprint(settings: Settings) -> str:
                         "subreddits": settings.get("data.subreddits"), "cleaning": settings.get("data.cleaning")})
 
 
+def _built_index_fingerprint(settings: Settings) -> str | None:
+    """The inputs fingerprint of the index the last index step built (None: no index)."""
+    return _read_state(settings).get("index", {}).get("inputs_fingerprint")
+
+
 def _build_fingerprint(settings: Settings) -> str:
     return config_hash({"threads": dataset_fingerprint(settings.path("threads")),
                         "datasets": settings.get("data.datasets"), "retrieval": settings.get("retrieval"),
-                        "seed": settings.get("runtime.seed")})
+                        "seed": settings.get("runtime.seed"), "index": _built_index_fingerprint(settings)})
 
 
 def _index_fingerprint(settings: Settings) -> str:
+    # The golden split is decided from the threads and these settings (the index step writes
+    # it first), so they stand for the golden ids file, which may not exist yet.
+    datasets = settings.get("data.datasets") or {}
+    golden = {key: datasets.get(key) for key in ("seed", "golden_fraction", "golden_min_threads", "answer_min_chars")}
     return config_hash({"threads": dataset_fingerprint(settings.path("threads")),
-                        "golden": _files_fingerprint_or_none(settings.path("datasets") / "golden_thread_ids.json"),
+                        "golden": golden, "seed": settings.get("runtime.seed"),
                         "retrieval": settings.get("retrieval"), "embedder": settings.get("embedder")})
 
 
-def _files_fingerprint_or_none(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
-
-
-def _run_ingest(settings: Settings) -> None:
+def _run_ingest(settings: Settings, *, replace: bool) -> None:
     from training.ingest import ingest_to_threads
 
-    print(ingest_to_threads(settings).summary())
+    print(ingest_to_threads(settings, replace=replace).summary())  # the demo corpus
 
 
 def _run_build(settings: Settings) -> None:
     from training.datasets import build_datasets
 
-    print(build_datasets(settings).format())
+    print(build_datasets(settings, index_fingerprint=_built_index_fingerprint(settings)).format())
 
 
 def _run_index(settings: Settings) -> None:
     from retrieval import build_index
+    from training.datasets import write_golden_thread_ids
 
+    golden = write_golden_thread_ids(settings)  # before indexing: the index leaves them out
+    print(f"{golden} golden (held-out) threads are left out of the index")
     report = build_index(settings)
     print(report.summary() if hasattr(report, "summary") else report)
 
@@ -155,13 +188,35 @@ def _index_exists(settings: Settings) -> bool:
     return RetrievalConfig.from_settings(settings).chroma.mode != HTTP and settings.path("index").is_dir()
 
 
+def _evaluate_fingerprint(settings: Settings) -> str:
+    from evaluation.runner import inputs_fingerprint
+
+    return config_hash({"evaluation": inputs_fingerprint(settings), "index": _built_index_fingerprint(settings)})
+
+
+def _evaluation_exists(settings: Settings) -> bool:
+    from evaluation.runner import outputs_exist
+
+    return outputs_exist(settings)
+
+
+def _run_evaluate(settings: Settings) -> None:
+    from evaluation.runner import run_and_report
+
+    result, report = run_and_report(settings)
+    print(result.stats.summary())
+    for notice in result.notices:
+        print(f"note: {notice}")
+    print(f"report: {report} (the app's Evaluation tab)")
+
+
 def _adapter_current(settings: Settings, name: str, fingerprint: str) -> bool:
     metadata = read_metadata(settings.path("adapters") / name)
     return bool(metadata) and metadata.get("inputs_fingerprint") == fingerprint
 
 
 def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set[str] = frozenset(),
-                 until: str | None = None,
+                 until: str | None = None, demo: bool = False,
                  log: Callable[[str], None] = print) -> PipelineOutcome:
     from training.datasets import DATASET_NAMES, threads_exist
 
@@ -179,6 +234,7 @@ def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set
         action()
         _write_stamp(settings, step, fingerprint())
         outcome.ran.append((step, time.monotonic() - started))
+        _record_seconds(settings, step, outcome.ran[-1][1])
 
     def adapter(step: str, fingerprint: Callable[[], str], action: Callable[[], list]):
         if _adapter_current(settings, step, fingerprint()) and step not in force:
@@ -189,14 +245,26 @@ def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set
         for result in action():
             log(result.summary())
         outcome.ran.append((step, time.monotonic() - started))
+        _record_seconds(settings, step, outcome.ran[-1][1])
 
     try:
         for step in steps:
             if step in skip:
                 outcome.skipped.append((step, "left out (--skip)"))
             elif step == "ingest":
-                stamped(step, lambda: _ingest_fingerprint(settings), lambda: threads_exist(settings.path("threads")),
-                        lambda: _run_ingest(settings))
+                from training.ingest import sources_other_than_demo
+
+                yours = sources_other_than_demo(settings)
+                if demo:  # asked for: added to whatever is there
+                    stamped(step, lambda: _ingest_fingerprint(settings), lambda: False,
+                            lambda: _run_ingest(settings, replace=False))
+                elif yours:
+                    outcome.skipped.append((step, f"the threads hold your data ({'; '.join(yours)}), kept as they are "
+                                                  "(`training ingest` adds sources, `pipeline --demo` the demo corpus)"))
+                else:  # no threads, or only the demo's own: (re)made from the demo corpus
+                    stamped(step, lambda: _ingest_fingerprint(settings),
+                            lambda: threads_exist(settings.path("threads")),
+                            lambda: _run_ingest(settings, replace=True))
             elif step == "build":
                 stamped(step, lambda: _build_fingerprint(settings),
                         lambda: all((datasets_dir / name).is_dir() for name in DATASET_NAMES),
@@ -219,6 +287,9 @@ def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set
                 online = TrainingConfig.from_settings(settings).rlhf_method == "online"
                 adapter(RLHF_ADAPTER, lambda: online_inputs(settings) if online else dpo_inputs(settings),
                         lambda: run_rlhf(settings))
+            elif step == "evaluate":
+                stamped(step, lambda: _evaluate_fingerprint(settings), lambda: _evaluation_exists(settings),
+                        lambda: _run_evaluate(settings))
     except Exception as err:
         outcome.failed = (step, f"{type(err).__name__}: {err}")
         log(outcome.summary())

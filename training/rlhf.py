@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from chatbot.adapters import ADAPTER_CONFIG_FILE
+from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
 from training.common import (
     TRAIN,
@@ -35,6 +36,7 @@ from training.common import (
     load_splits,
     load_training_base,
     lora_config,
+    progress_callback,
     loss_summary,
     read_metadata,
     sample_rows,
@@ -128,18 +130,32 @@ def load_pairs(settings: Settings, config: TrainingConfig, run_settings):
                                   if len(dd[TRAIN])])
     validation = splits["preference"][VALIDATION].select_columns(PAIR_COLUMNS)
     system_prompt = settings.get("model.system_prompt", "") or ""
-    train = sample_rows(with_system_prompt(train, system_prompt), run_settings.max_train_rows, config.seed)
-    validation = sample_rows(with_system_prompt(validation, system_prompt), run_settings.max_eval_rows, config.seed)
+    # Pairs whose prompt holds documents (RLHF starts from RAFT and is served with retrieval)
+    # get the documents system prompt, exactly as the chatbot sends it.
+    documents_prompt = system_prompt_with_documents(system_prompt)
+    available = {TRAIN: len(train), VALIDATION: len(validation)}
+    train = sample_rows(with_system_prompt(train, system_prompt, documents_prompt), run_settings.max_train_rows,
+                        config.seed)
+    validation = sample_rows(with_system_prompt(validation, system_prompt, documents_prompt),
+                             run_settings.max_eval_rows, config.seed)
     if not len(train) or not len(validation):
         raise TrainingError("no preference pairs to train on; run `python -m training build` first")
     rows = {name: {split: len(dd[split]) for split in dd} for name, dd in splits.items()}
+    rows["sampled"] = {"seed": config.seed, "available": available,
+                       "used": {TRAIN: len(train), VALIDATION: len(validation)},
+                       "max_train_rows": run_settings.max_train_rows, "max_eval_rows": run_settings.max_eval_rows}
     return train, validation, rows
 
 
 def _data_record(settings, config, fingerprints, rows) -> dict:
+    """Per source: path, fingerprint, rows; plus `sampled`: the seeded subsample actually used."""
     sources = _preference_sources(settings, config)
-    return {name: {"path": str(sources[name]), "fingerprint": fingerprints[name], "rows": rows[name]}
-            for name in sources}
+    record = {name: {"path": str(sources[name]), "fingerprint": fingerprints[name], "rows": rows[name]}
+              for name in sources}
+    for key in ("sampled", "dropped_too_long"):
+        if key in rows:
+            record[key] = rows[key]
+    return record
 
 
 def require_start_adapter(settings: Settings, config: TrainingConfig) -> Path:
@@ -183,7 +199,7 @@ class RewardScorer:
         reward_dir = Path(reward_dir or settings.path("adapters") / REWARD_ADAPTER)
         if not (reward_dir / ADAPTER_CONFIG_FILE).exists():
             raise TrainingError(f"no reward model at {reward_dir}; train it with `python -m training rlhf`")
-        model, tokenizer, device = load_reward_base(settings, config, config.reward)
+        model, tokenizer, device, _ = load_reward_base(settings, config, config.reward)
         model = PeftModel.from_pretrained(model, str(reward_dir), is_trainable=False)
         model.eval()
         return cls(model, tokenizer, device, config.reward.max_length)
@@ -210,15 +226,22 @@ def train_reward(settings: Settings, *, max_steps: int | None = None, output: Pa
     if max_steps is not None:
         fingerprint = f"{fingerprint}-max_steps{max_steps}"
     set_seed(config.seed)
-    model, tokenizer, device = load_reward_base(settings, config, run_settings)
+    model, tokenizer, device, precision = load_reward_base(settings, config, run_settings)
     train, validation, rows = load_pairs(settings, config, run_settings)
-    print(f"reward: {len(train)} train pairs / {len(validation)} validation pairs (sources: {sorted(rows)})")
+    print(f"reward: {len(train)} train pairs / {len(validation)} validation pairs "
+          f"(a seeded sample: {rows['sampled']}; sources: {sorted(set(rows) - {'sampled'})}); "
+          f"{precision.to_dict()['recipe']} ({precision.reason})")
     with tempfile.TemporaryDirectory(prefix="wayfarer-reward-") as scratch:
-        args = training_arguments(RewardConfig, run_settings, Path(scratch), config.seed, device,
+        args = training_arguments(RewardConfig, run_settings, Path(scratch), config.seed, device, precision,
                                   max_length=run_settings.max_length)
         trainer = RewardTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
-                                processing_class=tokenizer, peft_config=lora_config(config.lora, "SEQ_CLS"))
-        if not run_settings.bf16:
+                                processing_class=tokenizer, peft_config=lora_config(config.lora, "SEQ_CLS"),
+                                callbacks=[progress_callback(REWARD_ADAPTER)])
+        dropped = {TRAIN: len(train) - len(trainer.train_dataset), VALIDATION: len(validation) - len(trainer.eval_dataset)}
+        print(f"reward: pairs longer than max_length={run_settings.max_length} dropped by trl: "
+              f"{dropped[TRAIN]} train, {dropped[VALIDATION]} validation")
+        rows["dropped_too_long"] = dropped
+        if precision.quantization == "nf4" and not precision.autocast:
             # trl casts every trainable parameter of a 4-bit model to bf16 (QLoRA); LoRA layers cast
             # their input, but the new score head is a plain Linear that meets the fp32 hidden
             # states of the (upcast) final norm. Without bf16 autocast it must stay fp32.
@@ -238,7 +261,7 @@ def train_reward(settings: Settings, *, max_steps: int | None = None, output: Pa
                    "steps": trainer.state.global_step, "train_seconds": round(clock.seconds, 1)}
         metadata = build_metadata(settings=settings, method=REWARD_ADAPTER, name=REWARD_ADAPTER, run=run_settings,
                                   config=config, datasets=_data_record(settings, config, fingerprints, rows),
-                                  metrics=metrics, inputs_fingerprint=fingerprint,
+                                  metrics=metrics, inputs_fingerprint=fingerprint, precision=precision,
                                   extra={"served": False, "task": "sequence-classification (1 score)"})
         target = Path(output) if output else settings.path("adapters") / REWARD_ADAPTER
         write_adapter(target, lambda folder: trainer.model.save_pretrained(str(folder)), metadata, history)
@@ -269,6 +292,7 @@ class DpoRun:
     output: Path | None
     clock: Stopwatch
     scratch: tempfile.TemporaryDirectory
+    precision: object = None
 
     def train(self) -> TrainingResult:
         try:
@@ -283,7 +307,7 @@ class DpoRun:
                        "steps": self.trainer.state.global_step, "train_seconds": round(self.clock.seconds, 1)}
             metadata = build_metadata(
                 settings=self.settings, method="dpo", name=RLHF_ADAPTER, run=self.run_settings, config=self.config,
-                datasets=self.data, metrics=metrics, inputs_fingerprint=self.fingerprint,
+                datasets=self.data, metrics=metrics, inputs_fingerprint=self.fingerprint, precision=self.precision,
                 extra={"start_adapter": {"name": self.config.rlhf_start_adapter, "path": str(self.start),
                                          "inputs_fingerprint": _start_fingerprint(self.start)},
                        "reference": f"frozen copy of the '{self.config.rlhf_start_adapter}' adapter"})
@@ -313,19 +337,21 @@ def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Pat
     # "ref" and computes the reference log-probs with that copy (trl 1.16 DPOTrainer).
     policy = PeftModel.from_pretrained(base.model, str(start), adapter_name="default", is_trainable=True)
     train, validation, rows = load_pairs(settings, config, run_settings)
-    print(f"dpo: {len(train)} train pairs / {len(validation)} validation pairs, starting from {start}")
+    print(f"dpo: {len(train)} train pairs / {len(validation)} validation pairs (a seeded sample: "
+          f"{rows['sampled']}), starting from {start}; {base.precision.to_dict()['recipe']} ({base.precision.reason})")
     scratch = tempfile.TemporaryDirectory(prefix="wayfarer-dpo-")
     args = training_arguments(DPOConfig, run_settings, Path(scratch.name), config.seed, base.device,
-                              max_length=run_settings.max_length, beta=run_settings.beta)
+                              base.precision, max_length=run_settings.max_length, beta=run_settings.beta)
     trainer = DPOTrainer(model=policy, args=args, train_dataset=train, eval_dataset=validation,
-                         processing_class=base.tokenizer)
+                         processing_class=base.tokenizer, callbacks=[progress_callback("dpo")])
     if "ref" not in trainer.model.peft_config:
         raise TrainingError("trl did not create the frozen reference adapter; DPO would be anchored to the bare base")
     for name, param in trainer.model.named_parameters():
         if ".ref." in name:
             param.requires_grad_(False)  # the reference never moves (trl only reads it under no_grad)
     data = _data_record(settings, config, preference_fingerprints(settings, config), rows)
-    return DpoRun(settings, config, run_settings, trainer, start, fingerprint, data, output, clock, scratch)
+    return DpoRun(settings, config, run_settings, trainer, start, fingerprint, data, output, clock, scratch,
+                  base.precision)
 
 
 # ------------------------------------------------------------------------------------ online RL
@@ -365,7 +391,7 @@ def train_online(settings: Settings, *, max_steps: int | None = None, output: Pa
         from trl import RLOOConfig as OnlineConfig, RLOOTrainer as OnlineTrainer
     with tempfile.TemporaryDirectory(prefix="wayfarer-online-") as scratch:
         args = training_arguments(
-            OnlineConfig, run_settings, Path(scratch), config.seed, base.device,
+            OnlineConfig, run_settings, Path(scratch), config.seed, base.device, base.precision,
             num_generations=run_settings.num_generations, max_completion_length=run_settings.max_completion_length,
             temperature=run_settings.temperature, beta=run_settings.beta,
             # Evaluating means generating: the rewards logged during training show the progress.

@@ -1,4 +1,4 @@
-"""Steps `qlora` and `raft`: supervised fine-tuning with LoRA on the 4-bit base (QLoRA).
+"""Steps `qlora` and `raft`: supervised fine-tuning with LoRA (QLoRA: on the 4-bit base; see training.quantization).
 
 Both use the same recipe on different data: `qlora` on the SFT dataset (question -> best reply),
 `raft` on the RAFT dataset (question + documents -> quoted chain-of-thought answer). Rows become
@@ -29,6 +29,7 @@ from training.common import (
     drop_prompts_too_long,
     inputs_fingerprint,
     load_splits,
+    progress_callback,
     load_training_base,
     lora_config,
     loss_summary,
@@ -106,6 +107,7 @@ class SftRun:
     output: Path | None
     clock: Stopwatch
     scratch: tempfile.TemporaryDirectory
+    precision: object = None
 
     def train(self) -> TrainingResult:
         trainer, method = self.trainer, self.method
@@ -118,7 +120,8 @@ class SftRun:
                        "steps": trainer.state.global_step, "train_seconds": round(self.clock.seconds, 1)}
             metadata = build_metadata(settings=self.settings, method=method, name=method, run=self.run_settings,
                                       config=self.config, datasets={SFT_METHODS[method]: self.data_record},
-                                      metrics=metrics, inputs_fingerprint=self.fingerprint)
+                                      metrics=metrics, inputs_fingerprint=self.fingerprint,
+                                      precision=self.precision)
             target = Path(self.output) if self.output else self.settings.path("adapters") / method
             write_adapter(target, lambda folder: trainer.model.save_pretrained(str(folder)), metadata, history)
         finally:
@@ -145,13 +148,19 @@ def prepare_sft(settings: Settings, method: str, *, max_steps: int | None = None
     set_seed(config.seed)
     base = load_training_base(settings, config, run_settings)
     train, validation, dropped = prepare_sft_data(settings, method, base.tokenizer, config, run_settings)
-    print(f"{method}: {len(train)} train / {len(validation)} validation rows"
-          + (f" (dropped, prompt too long for max_length: {dropped})" if any(dropped.values()) else ""))
+    # Never silent: the count of rows whose prompt does not fit is printed and recorded, even when 0.
+    print(f"{method}: {len(train)} train / {len(validation)} validation rows; dropped because the prompt "
+          f"leaves fewer than {config.min_answer_tokens} answer tokens in max_length={run_settings.max_length}: "
+          f"{dropped[TRAIN]} train, {dropped[VALIDATION]} validation")
     data_record = {**data_record, "rows": {"train": len(train), "validation": len(validation)},
                    "dropped_too_long": dropped}
     scratch = tempfile.TemporaryDirectory(prefix=f"wayfarer-{method}-")
     args = training_arguments(SFTConfig, run_settings, Path(scratch.name), config.seed, base.device,
-                              max_length=run_settings.max_length, completion_only_loss=True, packing=False)
+                              base.precision, max_length=run_settings.max_length, completion_only_loss=True,
+                              packing=False)
+    print(f"{method}: {base.precision.to_dict()['recipe']} ({base.precision.reason})")
     trainer = SFTTrainer(model=base.model, args=args, train_dataset=train, eval_dataset=validation,
-                         processing_class=base.tokenizer, peft_config=lora_config(config.lora))
-    return SftRun(settings, method, config, run_settings, trainer, fingerprint, data_record, output, clock, scratch)
+                         processing_class=base.tokenizer, peft_config=lora_config(config.lora),
+                         callbacks=[progress_callback(method)])
+    return SftRun(settings, method, config, run_settings, trainer, fingerprint, data_record, output, clock, scratch,
+                  base.precision)

@@ -1,6 +1,17 @@
 """Reddit text made readable: HTML entities, markdown, URLs and personal data.
 
 Pure functions on strings, used by cleaning (threads) and anywhere text from Reddit is shown.
+
+Markdown is parsed by markdown-it-py (CommonMark, plus GFM tables and strikethrough) and its
+token stream is walked to plain text. A real parser replaces a chain of ~20 hand-written regexes
+that could not know nesting, where a code span or fence ends, every backslash escape, setext
+headings or reference links, and that had to run in a fragile order.
+Only Reddit's own syntax, unknown to CommonMark, keeps a regex: spoilers `>!…!<` (replaced before
+parsing, since a line-start `>` would read as a block quote), superscripts `^word` and `^(…)`,
+and bare URLs (markdown-it's linkify needs linkify-it-py, which Wayfarer does not install). The
+last two are applied to text tokens only, so code spans and escaped characters keep them.
+The personal-data scrubbing (u/ mentions, e-mail, phone numbers) runs on the finished text.
+
 Phone detection is deliberately conservative so prices, dates, times, years, number ranges and
 flight numbers survive: a number needs a + or 00 prefix, or 9 to 12 digits split into groups
 that do not read as a year list, a date or a thousands-separated amount.
@@ -13,31 +24,23 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
 _MAX_UNESCAPE_ROUNDS = 5
 
 _ZERO_WIDTH_RE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
-_ESCAPABLE = "\\`*_{}[]()#+-.!|~^>"
-_ESCAPE_RE = re.compile(r"\\([" + re.escape(_ESCAPABLE) + r"])")
-_PLACEHOLDER_BASE = 0xE000  # private-use code points hold escaped characters during markdown work
+_PLACEHOLDER_BASE = 0xE000  # private-use code points hold escaped characters while Reddit syntax is read
+_PLACEHOLDER_RE = re.compile("[\ue000-\ue07f]")
 # HTML tags that survive unescaping (e.g. "&amp;lt;b&amp;gt;"); "<3" and "< 5 min" are not tags.
 _HTML_BREAK_RE = re.compile(r"<br\s*/?>|</?p\s*>", re.I)
 _HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>\n]*)?/?>")
-_CODE_FENCE_RE = re.compile(r"^\s*(```|~~~).*$", re.M)
-_LINK_RE = re.compile(r"!?\[([^\]\n]*)\]\(\s*<?([^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*)>?(?:\s+\"[^\"]*\")?\s*\)")
-_BARE_URL_RE = re.compile(r"(?<![\w@/])(?:https?://|www\.)[^\s<>()\[\]\"']+", re.I)
-_HEADER_RE = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*(.*?)[ \t]*#*[ \t]*$", re.M)
-_RULE_RE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M)
-_TABLE_SEPARATOR_RE = re.compile(r"^[ \t]*\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)+\|?[ \t]*(?:\n|$)", re.M)
-_SPOILER_RE = re.compile(r">!(.+?)!<", re.S)
-_QUOTE_RE = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.M)
-_STRIKE_RE = re.compile(r"~~(.+?)~~", re.S)
+# Reddit-only syntax, unknown to CommonMark.
+_SPOILER_RE = re.compile(r"(?<!\\)>!(.+?)(?<!\\)!<", re.S)
 _SUPERSCRIPT_PAREN_RE = re.compile(r"\^\(([^)]*)\)")
 _SUPERSCRIPT_RE = re.compile(r"\^+(?=\S)")
-_STRONG_RE = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.S)
-_EMPHASIS_STAR_RE = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
-_EMPHASIS_UNDERSCORE_RE = re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])")
-_INLINE_CODE_RE = re.compile(r"`+([^`\n]+?)`+")
-_BULLET_RE = re.compile(r"^[ \t]*[*+•][ \t]+", re.M)
+_BARE_URL_RE = re.compile(r"(?<![\w@/])(?:https?://|www\.)[^\s<>()\[\]\"']+", re.I)
+# Personal data.
 _EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _USER_RE = re.compile(r"(?<![\w/])/?(?:u|user)/[A-Za-z0-9_-]{2,}", re.I)
 _PHONE_RE = re.compile(
@@ -87,14 +90,35 @@ def url_domain(url: str) -> str:
     return re.sub(r"^(?:www\d?|m|old|new|amp)\.", "", host.lower())
 
 
-def _link_replacement(match: re.Match) -> str:
-    text, url = match.group(1).strip(), match.group(2).strip()
+class _PlainTextMarkdown(MarkdownIt):
+    """CommonMark with GFM tables and strikethrough, set up to be read as text, not rendered."""
+
+    def __init__(self) -> None:
+        # html off: clean_text has already stripped real tags, so a leftover "<" is just text.
+        super().__init__("commonmark", {"html": False})
+        self.enable(["table", "strikethrough"])
+        # Escapes stay separate tokens, so "\^" or "\_" in a URL is never read as Reddit syntax.
+        self.disable("text_join")
+
+    def normalizeLink(self, url: str) -> str:  # noqa: N802 (markdown-it's name)
+        # Nothing is rendered to HTML: keep the target as written (no punycode, no %-encoding)
+        # so url_domain shows "café.fr", not "xn--caf-dma.fr".
+        return url
+
+
+_MARKDOWN = _PlainTextMarkdown()
+
+
+def _link_text(label: str, url: str) -> str:
+    """A link as a reader needs it: "label (domain)", the domain alone for a bare URL."""
+    label, url = label.strip(), url.strip()
     if url.lower().startswith("mailto:"):
-        return text or url[len("mailto:"):]
+        return label or url[len("mailto:"):]
     domain = url_domain(url)
-    if not text or text == url or url_domain(text) == domain and "." in text:
-        return domain or text
-    return f"{text} ({domain})" if domain else text
+    if not label or label == url or url_domain(label) == domain and "." in label:
+        return domain or label
+    label = _BARE_URL_RE.sub(_bare_url_replacement, label)
+    return f"{label} ({domain})" if domain else label
 
 
 def _bare_url_replacement(match: re.Match) -> str:
@@ -105,42 +129,103 @@ def _bare_url_replacement(match: re.Match) -> str:
     return (url_domain(url) or url) + tail
 
 
-def _protect_escapes(text: str) -> str:
-    return _ESCAPE_RE.sub(lambda m: chr(_PLACEHOLDER_BASE + ord(m.group(1))), text)
+def _mask(literal: str) -> str:
+    return "".join(chr(_PLACEHOLDER_BASE + ord(c)) if ord(c) < 0x80 else c for c in literal)
 
 
-def _restore_escapes(text: str) -> str:
-    return re.sub("[\ue000-\ue07f]", lambda m: chr(ord(m.group(0)) - _PLACEHOLDER_BASE), text)
+def _reddit_inline(masked: str, bare_urls: bool) -> str:
+    """Reddit's own inline syntax in a run of text; escaped characters arrive masked."""
+    if bare_urls:
+        masked = _BARE_URL_RE.sub(_bare_url_replacement, masked)
+    masked = _SUPERSCRIPT_PAREN_RE.sub(r"\1", masked)
+    masked = _SUPERSCRIPT_RE.sub("", masked)
+    return _PLACEHOLDER_RE.sub(lambda m: chr(ord(m.group(0)) - _PLACEHOLDER_BASE), masked)
 
 
-def _table_row(line: str) -> str:
-    if line.count("|") < 2 and not line.strip().startswith("|"):
-        return line
-    cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-    return ", ".join(cell for cell in cells if cell)
+def _inline_text(tokens: list[Token], in_link: bool = False) -> str:
+    """An inline token stream as plain text: markup dropped, links as _link_text, ~~struck~~ gone."""
+    pieces: list[str] = []
+    run: list[str] = []  # consecutive text, read for Reddit syntax as one string
+
+    def flush() -> None:
+        if run:
+            pieces.append(_reddit_inline("".join(run), bare_urls=not in_link))
+            run.clear()
+
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.type == "text":
+            run.append(token.content)
+        elif token.type == "text_special":  # a backslash escape or an entity: always literal
+            run.append(_mask(token.content))
+        elif token.type in ("softbreak", "hardbreak"):
+            run.append("\n")
+        elif token.type == "code_inline":
+            flush()
+            pieces.append(token.content)
+        elif token.type == "link_open":  # links do not nest, so the next link_close is its own
+            close = next(j for j in range(i + 1, len(tokens)) if tokens[j].type == "link_close")
+            flush()
+            label = _inline_text(tokens[i + 1 : close], in_link=True)
+            pieces.append(_link_text(label, str(token.attrGet("href") or "")))
+            i = close
+        elif token.type == "image":  # its alt text is its children
+            flush()
+            label = _inline_text(token.children or [], in_link=True)
+            pieces.append(_link_text(label, str(token.attrGet("src") or "")))
+        elif token.type == "s_open":  # struck-out text is retracted: drop it (nesting counted)
+            depth = 1
+            while depth and i + 1 < len(tokens):
+                i += 1
+                depth += {"s_open": 1, "s_close": -1}.get(tokens[i].type, 0)
+        # em/strong open and close are markup only
+        i += 1
+    flush()
+    return "".join(pieces)
 
 
 def strip_markdown(text: str) -> str:
-    """Reddit markdown -> plain readable text (links keep their text and domain)."""
-    text = _protect_escapes(text)
-    text = _CODE_FENCE_RE.sub("", text)
-    text = _LINK_RE.sub(_link_replacement, text)
-    text = _BARE_URL_RE.sub(_bare_url_replacement, text)
-    text = _TABLE_SEPARATOR_RE.sub("", text)
-    text = "\n".join(_table_row(line) for line in text.split("\n"))
-    text = _RULE_RE.sub("", text)
-    text = _HEADER_RE.sub(r"\1", text)
-    text = _SPOILER_RE.sub(r"\1", text)
-    text = _QUOTE_RE.sub("", text)
-    text = _STRIKE_RE.sub("", text)
-    text = _SUPERSCRIPT_PAREN_RE.sub(r"\1", text)
-    text = _SUPERSCRIPT_RE.sub("", text)
-    text = _INLINE_CODE_RE.sub(r"\1", text)
-    text = _STRONG_RE.sub(r"\2", text)
-    text = _EMPHASIS_STAR_RE.sub(r"\1", text)
-    text = _EMPHASIS_UNDERSCORE_RE.sub(r"\1", text)
-    text = _BULLET_RE.sub("- ", text)
-    return _restore_escapes(text)
+    """Reddit markdown -> plain readable text (links keep their text and domain).
+
+    Each leaf block (paragraph, heading, code, table row) becomes text. Blocks are joined by a
+    blank line where the source had one and by a line break otherwise, so the layout survives.
+    """
+    tokens = _MARKDOWN.parse(_SPOILER_RE.sub(r"\1", text))
+    blocks: list[tuple[str, int, int]] = []  # (text, first source line, line after it)
+    marker = ""  # a list item's "- " or "3. ", waiting for the item's first block
+    row: list[str] | None = None  # cells of the table row being read
+    row_lines = (0, 0)
+    for index, token in enumerate(tokens):
+        lines = token.map or (0, 0)  # block tokens always carry their source lines
+        if token.type == "list_item_open":
+            marker = "- " if token.markup in "-*+" else f"{token.info}{token.markup} "
+        elif token.type == "tr_open":
+            header = tokens[index - 1].type == "thead_open"  # it reaches over the |---| row below
+            row, row_lines = [], (lines[0], lines[1] + header)
+        elif token.type == "inline" and row is not None:
+            row.append(_inline_text(token.children or []).strip())
+        elif token.type == "tr_close" and row is not None:
+            blocks.append((marker + ", ".join(cell for cell in row if cell), *row_lines))
+            row, marker = None, ""
+        elif token.type == "inline":  # its opener's lines include a setext heading's "===" row
+            opener_lines = tokens[index - 1].map or lines
+            blocks.append((marker + _inline_text(token.children or []), *opener_lines))
+            marker = ""
+        elif token.type in ("fence", "code_block"):
+            blocks.append((marker + token.content.rstrip("\n"), *lines))
+            marker = ""
+        # other openers/closers and horizontal rules carry no text of their own
+    parts: list[str] = []
+    previous_end = 0
+    for content, first, after in blocks:
+        if not content.strip():  # e.g. a paragraph that was all ~~struck~~
+            continue
+        if parts:
+            parts.append("\n\n" if first > previous_end else "\n")
+        parts.append(content)
+        previous_end = after
+    return "".join(parts)
 
 
 def _is_phone(number: str, before: str, after: str) -> bool:
