@@ -6,12 +6,22 @@
 
 from __future__ import annotations
 
-from settings import Settings, apply_runtime, load_settings
+import importlib.util
+from collections.abc import Sequence
+
+# Hugging Face's ZeroGPU client goes first, before anything imports torch: on a ZeroGPU Space
+# (SPACES_ZERO_GPU=true) importing it takes over torch's CUDA functions, and it refuses to start
+# once CUDA was initialised. Elsewhere the import changes nothing (chatbot/spaces.py).
+if importlib.util.find_spec("spaces") is not None:
+    import spaces  # noqa: F401
+
+from settings import Settings, apply_runtime, load_settings, with_writable_home  # noqa: E402
 
 
-def build_app(settings: Settings, engine, *, rag=None, votes=None) -> "gr.Blocks":
+def build_app(settings: Settings, engine, *, rag=None, votes=None, warnings: Sequence[str] = ()) -> "gr.Blocks":
     """The whole UI on one engine. `rag` (chatbot.rag.RagChat) and `votes` (arena vote store)
-    are optional so the chat alone can be served and tested."""
+    are optional so the chat alone can be served and tested; `warnings` are shown under the
+    header (e.g. that the data lives on a disk that a restart wipes)."""
     import gradio as gr
 
     from arena.config import ArenaConfig
@@ -20,31 +30,36 @@ def build_app(settings: Settings, engine, *, rag=None, votes=None) -> "gr.Blocks
     from evaluation.ui import build_evaluation_tab
 
     ui = settings.section("ui")
+    arena_config = ArenaConfig.from_settings(settings)
     with gr.Blocks(title="Wayfarer - travel chatbot and model arena") as demo:
         gr.Markdown(
             "# Wayfarer\nTravel advice from models fine-tuned on Reddit travel communities. "
             "Answers can be wrong: check visas, prices and opening times with official sources."
         )
+        for warning in warnings:
+            gr.Markdown(f"**Warning:** {warning}", elem_classes=["wayfarer-warning"])
         with gr.Tab("Chat"):
             build_chat_tab(
                 engine,
                 examples=ui.get("examples", []),
                 max_message_chars=int(ui.get("max_message_chars", 4000)),
                 rag=rag,
+                feedback_store=votes,  # 👍/👎 on chat answers go to the vote store's feedback table
+                session_salt_env=arena_config.session_salt_env,
             )
         if votes is not None:
-            arena_config = ArenaConfig.from_settings(settings)
             with gr.Tab("Arena"):
                 build_arena_tab(engine, votes, rag, arena_config)
             with gr.Tab("Leaderboard") as leaderboard_tab:
                 build_leaderboard_tab(votes, arena_config, tab=leaderboard_tab)
         with gr.Tab("Evaluation") as evaluation_tab:
-            build_evaluation_tab(settings, tab=evaluation_tab)
+            build_evaluation_tab(settings, tab=evaluation_tab, engine=engine, rag=rag)
     return demo
 
 
 def main() -> None:
-    settings = load_settings()
+    # A Space without persistent storage has no writable /data: serve from a local folder, and say so.
+    settings, storage_warning = with_writable_home(load_settings())
     apply_runtime(settings)
     from arena.store import open_vote_store
     from chatbot.rag import RagChat
@@ -55,7 +70,7 @@ def main() -> None:
     rag = RagChat.from_settings(engine, settings)
     votes = open_vote_store(settings)
     ui = settings.section("ui")
-    demo = build_app(settings, engine, rag=rag, votes=votes)
+    demo = build_app(settings, engine, rag=rag, votes=votes, warnings=[storage_warning] if storage_warning else [])
     # One pass of the model runs at a time (the engine queues them), but several users may be
     # connected and streaming; the queue lets them wait their turn instead of failing.
     demo.queue(default_concurrency_limit=int(ui.get("concurrency_limit", 8)))

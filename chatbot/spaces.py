@@ -2,8 +2,8 @@
 
 On a ZeroGPU Space the process holds no GPU; a function wrapped with `spaces.GPU` gets one for
 the duration of each call. Everywhere else (a laptop, a dedicated GPU, CI, a Space on fixed
-hardware without the `spaces` package) `gpu_task` returns the function unchanged, so the same
-code runs on every machine.
+GPU hardware, with or without the `spaces` package installed) `gpu_task` returns the function
+unchanged, so the same code runs on every machine and the engine keeps micro-batching.
 
     from chatbot.spaces import gpu_task
 
@@ -12,20 +12,43 @@ code runs on every machine.
 
     @gpu_task(duration=120)      # seconds of GPU a single call may take (ZeroGPU's default is 60)
     def long_answer(...): ...
+
+ZeroGPU is told by the Space's own signal, `SPACES_ZERO_GPU`, which Hugging Face sets on ZeroGPU
+hardware only (and which the `spaces` package itself reads): `SPACE_ID` alone would also match a
+Space on a fixed GPU. There `spaces` must be imported before anything initialises CUDA, because
+it replaces torch's CUDA functions with its own and refuses to start after a real CUDA init.
+app.py imports it first thing; this module imports it too, as soon as it is itself imported
+(before any model is loaded), for the entry points that do not go through app.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-SPACE_ENV = "SPACE_ID"  # set by Hugging Face on every Space
+ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # "true" on ZeroGPU hardware, set by Hugging Face
+_TRUE = ("1", "t", "true")  # what `spaces.config` accepts as true
 
 
-def on_zero_gpu() -> bool:
-    """True on a Space where the `spaces` package (ZeroGPU's client) can be imported."""
-    return bool(os.environ.get(SPACE_ENV)) and importlib.util.find_spec("spaces") is not None
+def on_zero_gpu(environ: Mapping[str, str] | None = None) -> bool:
+    """True on a ZeroGPU Space (`SPACES_ZERO_GPU` is true), whatever else is installed."""
+    environ = os.environ if environ is None else environ
+    return environ.get(ZERO_GPU_ENV, "").strip().lower() in _TRUE
+
+
+def _zero_gpu_client():
+    try:
+        import spaces
+    except ImportError as err:
+        raise ImportError(
+            f"{ZERO_GPU_ENV} says this is a ZeroGPU Space, but its client package `spaces` cannot be "
+            f"imported ({err}); add `spaces` to the Space's requirements"
+        ) from err
+    return spaces
+
+
+if on_zero_gpu():
+    _zero_gpu_client()  # before the engine loads a model: see the module docstring
 
 
 def gpu_task(fn: Callable | None = None, *, duration: int | None = None):
@@ -34,8 +57,7 @@ def gpu_task(fn: Callable | None = None, *, duration: int | None = None):
     def wrap(function: Callable) -> Callable:
         if not on_zero_gpu():
             return function
-        import spaces  # only on a Space: the package exists nowhere else
-
+        spaces = _zero_gpu_client()
         return spaces.GPU(duration=duration)(function) if duration else spaces.GPU(function)
 
     return wrap(fn) if fn is not None else wrap

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sqlite3
 import threading
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +16,8 @@ import psycopg
 import pytest
 
 from arena.battle import NotEnoughModelsError, pick_pair
-from arena.sessions import RateLimiter, flagged_sessions, hash_session, load_session_salt
-from arena.store import BattleError, PostgresVoteStore, SQLiteVoteStore, VoteRejected, open_vote_store
+from arena.sessions import flagged_sessions, hash_session, load_session_salt
+from arena.store import SCHEMA_VERSION, BattleError, PostgresVoteStore, SQLiteVoteStore, VoteRejected, open_vote_store
 from settings import ConfigError, load_settings
 
 SALT = "test-salt"
@@ -85,7 +87,7 @@ def store(backend):
 
 def test_store_records_every_field(store, backend):
     battle_id = new_battle(store)
-    assert len(battle_id) == 32 and int(battle_id, 16) >= 0  # uuid4 hex
+    assert uuid.UUID(hex=battle_id).hex == battle_id and uuid.UUID(hex=battle_id).version == 4  # uuid4 hex
     store.finish_battle(battle_id, "Yes if you travel far.", "It depends.")
     receipt = store.record_vote(battle_id, "model_a", session("alice"))
     assert (receipt.model_a, receipt.model_b, receipt.duplicate) == ("raft", "base", False)
@@ -106,17 +108,19 @@ def test_store_records_every_field(store, backend):
 
 
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(store, backend):
-    assert backend.sql("SELECT version FROM schema_version") == [(1,)]
+    # One row per version applied: a new store runs version 1 and then every migration.
+    applied = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    assert sorted(backend.sql("SELECT version FROM schema_version")) == applied
     tables = (
         "SELECT name FROM sqlite_master WHERE type = 'table'"
         if backend.name == "sqlite"
         else "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
     )
     assert {"schema_version", "battles", "votes"} <= {row[0] for row in backend.sql(tables)}
-    backend.open()  # opening again keeps the one version row
-    assert backend.sql("SELECT version FROM schema_version") == [(1,)]
-    backend.sql("INSERT INTO schema_version (version) VALUES (2)")
-    with pytest.raises(RuntimeError, match="schema version 2, newer than this code"):
+    backend.open()  # opening again applies nothing twice
+    assert sorted(backend.sql("SELECT version FROM schema_version")) == applied
+    backend.sql(f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})")
+    with pytest.raises(RuntimeError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this code"):
         backend.open()
 
 
@@ -161,7 +165,7 @@ def test_the_same_vote_twice_is_counted_once(store):
 
 
 def test_raw_identifiers_are_refused_as_sessions(store):
-    with pytest.raises(ValueError, match="salted sha256"):
+    with pytest.raises(ValueError, match="salted HMAC-SHA256"):
         new_battle(store, session="203.0.113.7")
     with pytest.raises(BattleError, match="two different models"):
         new_battle(store, model_b="raft")
@@ -251,7 +255,7 @@ def test_store_keeps_one_session_salt_unless_the_environment_sets_it(backend, mo
         salts = set(pool.map(first_start, range(starters)))
     assert len(salts) == 1  # they all agree on the one salt created first
     salt = salts.pop()
-    assert len(salt) == 64 and int(salt, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{64}", salt), salt  # 32 random bytes as hex
     assert backend.open().session_salt("ARENA_TEST_SALT") == salt  # kept by the store
     if backend.name == "sqlite":
         assert (backend.location.parent / "votes.sqlite3.salt").read_text() == salt
@@ -304,14 +308,8 @@ def test_session_salt_comes_from_the_environment_or_a_private_file(tmp_path, mon
     assert hash_session("from-env", "abc") != hash_session(salt, "abc")
 
 
-def test_rate_limiter_refuses_over_the_limit_until_the_window_passes():
-    now = [0.0]
-    limiter = RateLimiter(3, 60.0, clock=lambda: now[0])
-    assert [limiter.allow("s") for _ in range(4)] == [True, True, True, False]
-    assert limiter.allow("other")
-    assert limiter.retry_after("s") == pytest.approx(60.0)
-    now[0] = 60.0
-    assert limiter.allow("s")
+# The vote rate limits live in the vote store now (per session and per client address, shared by
+# every process): tests/test_vote_integrity.py.
 
 
 def test_sessions_voting_too_fast_are_flagged():

@@ -12,9 +12,11 @@ import pytest
 from chatbot import AdapterLoadError, ChatEngine, GenerationError, InputTooLongError
 
 from tests.conftest import make_lora_adapter
+from tests.engine_checks import answered_rows, assert_answers_are_their_own, assert_rows_are_their_own, common_start
 
 QUESTION = [{"role": "user", "content": "What should I pack for a week in Lisbon in March?"}]
 GREEDY = {"temperature": 0, "max_new_tokens": 16}
+ADAPTERS = ["qlora", "base", "raft"]
 
 
 def _next_token_agreement(a, b, ids) -> float:
@@ -67,13 +69,13 @@ def test_packed_adapters_compute_exactly_what_peft_computes(engine):
 
     ids = torch.tensor([engine.build_prompt(QUESTION)] * 3)
     names = ["qlora", "__base__", "raft"]
-    with engine._model_lock, torch.inference_mode():
-        packed = engine._model(input_ids=ids, adapter_names=names).logits
-        unpack_adapters(engine._model)
+    with engine.model_lock, torch.inference_mode():
+        packed = engine.model(input_ids=ids, adapter_names=names).logits
+        unpack_adapters(engine.model)
         try:
-            reference = engine._model(input_ids=ids, adapter_names=names).logits
+            reference = engine.model(input_ids=ids, adapter_names=names).logits
         finally:
-            pack_adapters(engine._model, ["qlora", "raft"])
+            pack_adapters(engine.model, ["qlora", "raft"])
     assert not torch.allclose(reference[0], reference[1]), "the adapters must change the logits for this to mean anything"
     torch.testing.assert_close(packed, reference, rtol=1e-4, atol=1e-4)
 
@@ -117,19 +119,23 @@ def test_greedy_output_is_deterministic_and_a_lora_adapter_changes_it(engine):
 
 
 def test_concurrent_requests_for_different_adapters_are_not_mixed_up(engine):
-    names = ["base", "qlora", "raft"]
-    solo = {name: engine.complete(QUESTION, name, **GREEDY) for name in names}
+    """Six users asking at once share decode steps in whatever shapes the timing makes, so each
+    answer is checked as its own (tests/engine_checks.py), not as its solo text."""
+    names = ["base", "qlora", "raft"] * 2
+    solo = {name: engine.complete(QUESTION, name, **GREEDY) for name in set(names)}
     assert len(set(solo.values())) == 3, "the three models must answer differently for this test to mean anything"
-    start = threading.Barrier(6)
+    start = threading.Barrier(len(names))
 
     def ask(name):
         start.wait()
-        return name, engine.complete(QUESTION, name, **GREEDY)
+        return engine.complete(QUESTION, name, **GREEDY)
 
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(ask, names * 2))
-    for name, answer in results:
-        assert answer == solo[name], f"{name} answered with another model's output"
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        answers = list(pool.map(ask, names))
+    assert_answers_are_their_own(answers, [solo[name] for name in names])
+    # And the six rows in one forward pass, teacher-forced over the solo answers: exact against
+    # the same rows all on one adapter, within rounding of each row alone.
+    assert_rows_are_their_own(engine, answered_rows(engine, [(QUESTION, n) for n in names], [solo[n] for n in names]))
 
 
 def test_a_corrupt_adapter_is_reported_and_the_others_keep_serving(engine):
@@ -193,10 +199,15 @@ def test_invalid_requests_get_clear_errors(engine):
 
 
 def test_one_batched_pass_with_a_different_adapter_per_row_equals_the_solo_runs(engine):
-    names = ["qlora", "base", "raft"]
-    solo = [engine.complete(QUESTION, name, **GREEDY) for name in names]
-    batched = engine.complete_rows([(QUESTION, name) for name in names], **GREEDY)
-    assert batched == solo
+    """Each row of a mixed-adapter batch is exactly the row of a batch all on its adapter, and its
+    solo run up to float rounding (teacher-forced over the solo answer); the generated text of
+    each row is its own answer (a near-tie late in it may resolve differently than alone)."""
+    requests = [(QUESTION, name) for name in ADAPTERS]
+    solo = [engine.complete(QUESTION, name, **GREEDY) for name in ADAPTERS]
+    assert len(set(solo)) == len(solo), "the adapters must answer differently for a mix-up to show"
+    assert_rows_are_their_own(engine, answered_rows(engine, requests, solo))
+    batched = engine.complete_rows(requests, **GREEDY)
+    assert_answers_are_their_own(batched, solo)
 
     pieces = list(engine.generate_rows([(QUESTION, "qlora"), (QUESTION, "raft")], **GREEDY))
     rows = {row for row, _ in pieces}
@@ -230,62 +241,60 @@ def _same_length_questions(engine, count: int) -> list[list[dict]]:
 
 def _ask_while_busy(engine, users):
     """Send `users` (messages, adapter) at once while the model is busy with another request, so
-    that they wait together; returns their answers and the engine's counters before."""
+    that they are answered side by side with it; returns their answers and the counters before."""
     busy = engine.generate(QUESTION, "raft", temperature=0, max_new_tokens=48)
-    next(busy)  # the worker is now inside a pass: the next requests have to wait for it
+    next(busy)  # the worker is decoding now: the next requests join a running batch
     before = dataclasses.replace(engine.stats)
     with ThreadPoolExecutor(max_workers=len(users)) as pool:
         futures = [pool.submit(engine.complete, messages, adapter, **GREEDY) for messages, adapter in users]
-        list(busy)  # let the busy pass finish; the waiting requests then run together
+        list(busy)
         return [future.result() for future in futures], before
 
 
-def test_concurrent_users_share_one_pass_and_each_gets_their_own_solo_answer(engine):
-    """Requests that arrive while the model is busy are answered together in one pass, each row
-    with its own adapter, and each answer is exactly that user's solo answer."""
+def test_concurrent_users_are_answered_side_by_side_and_each_gets_their_own_answer(engine):
+    """Requests that arrive while the model is busy are answered side by side, each row with its
+    own adapter, and each answer is that user's own (its solo answer up to float rounding)."""
     users = list(zip(_same_length_questions(engine, 4), ["base", "qlora", "raft", "qlora"]))
     solo = [engine.complete(messages, adapter, **GREEDY) for messages, adapter in users]
     assert len(set(solo)) == len(solo), "the answers must differ for a mix-up to show"
     answers, before = _ask_while_busy(engine, users)
-    assert answers == solo
-    after = engine.stats
-    assert after.requests - before.requests == len(users)
-    assert after.passes - before.passes == 1, "the waiting users were not batched into one pass"
-    assert after.largest_pass >= len(users)
+    assert engine.stats.requests - before.requests == len(users)
+    assert_answers_are_their_own(answers, solo)
+    assert_rows_are_their_own(engine, answered_rows(engine, users, solo))
 
 
 def test_prompts_of_different_lengths_are_left_padded_in_a_shared_pass(engine):
     """Rows of different lengths share a pass through left padding, and each user gets the answer
-    to their own question. Padding changes float rounding in attention, so a near-tie late in an
-    answer may resolve differently than alone (same-length rows, like a battle's, are exact);
-    the start of each answer is its solo start, and no answer is another user's."""
-    users = [(messages, "base") for messages in QUESTIONS]
+    to their own question from their own adapter. Padding changes float rounding in attention,
+    so a near-tie late in an answer may resolve differently than alone: the padded rows are
+    checked teacher-forced (exact against the same padded batch on one adapter, within rounding
+    of each row alone) and each generated answer as its own (tests/engine_checks.py)."""
+    users = list(zip(QUESTIONS, ["base", "qlora", "base", "raft"]))
     assert len({len(engine.build_prompt(messages)) for messages, _ in users}) > 1
     solo = [engine.complete(messages, adapter, **GREEDY) for messages, adapter in users]
+    assert len(set(solo)) == len(solo), "the answers must differ for a mix-up to show"
     answers, before = _ask_while_busy(engine, users)
-    assert engine.stats.passes - before.passes == 1
-    for mine, (answer, alone) in enumerate(zip(answers, solo)):
-        assert answer.split()[:5] == alone.split()[:5]
-        assert all(answer != other for theirs, other in enumerate(solo) if theirs != mine)
+    assert engine.stats.requests - before.requests == len(users)
+    assert_answers_are_their_own(answers, solo)
+    assert_rows_are_their_own(engine, answered_rows(engine, users, solo))
 
 
-def test_requests_with_other_sampling_or_a_seed_get_passes_of_their_own(engine):
-    from chatbot.engine import SamplingConfig, _Request
-
-    def request(**sampling):
-        return _Request([[1]], ["base"], SamplingConfig(**sampling), None, threading.Event())
-
-    assert request(temperature=0).can_share_a_pass_with(request(temperature=0))
-    assert not request(temperature=0).can_share_a_pass_with(request(temperature=0.7))
-    assert not request(temperature=0.7, seed=5).can_share_a_pass_with(request(temperature=0.7, seed=5))
-    # And end to end: a seeded sample is the same whoever else is asking at the time.
+def test_a_seeded_sample_does_not_depend_on_who_else_is_asking(engine):
+    """A seed makes a sample reproducible: alone it is the same text every time; next to other
+    users' sampled rows it draws from its own random stream, so it is the same sample up to the
+    float rounding of another batch shape (a draw within ~1e-5 of a token boundary may fall the
+    other way): it starts as the lone sample does, further than another seed's sample."""
     seeded = {"temperature": 0.9, "seed": 7, "max_new_tokens": 16}
     alone = engine.complete(QUESTION, "qlora", **seeded)
+    assert engine.complete(QUESTION, "qlora", **seeded) == alone
+    other_seed = engine.complete(QUESTION, "qlora", **{**seeded, "seed": 8})
+    assert other_seed != alone, "another seed must give another sample for this test to mean anything"
     with ThreadPoolExecutor(max_workers=3) as pool:
         crowd = [pool.submit(engine.complete, QUESTIONS[i], "base", temperature=0.9, max_new_tokens=16) for i in range(2)]
         again = pool.submit(engine.complete, QUESTION, "qlora", **seeded).result()
         [future.result() for future in crowd]
-    assert again == alone
+    assert again.strip()
+    assert again == alone or common_start(again, alone) > common_start(again, other_seed)
 
 
 # ----------------------------------------------------------------------------- ZeroGPU
@@ -318,6 +327,7 @@ def test_on_zero_gpu_each_request_is_generated_inside_a_spaces_gpu_call(engine, 
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "spaces", raising=False)
     monkeypatch.setenv("SPACE_ID", "someone/wayfarer")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # set by Hugging Face on ZeroGPU hardware only
 
     loaded = load_base(ModelConfig.from_settings(settings), settings.path("models"))
     zero = ChatEngine(loaded, system_prompt=engine.system_prompt, sampling=engine.sampling, gpu_duration_s=90)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.engine_checks import assert_answers_are_their_own
 
 QUESTION = [{"role": "user", "content": "What should I pack for Iceland in March?"}]
 
@@ -59,9 +60,16 @@ def test_remote_greedy_answers_equal_the_local_engine(remote, engine, adapter):
         assert len(pieces) > 1, "the answer did not stream"
 
 
-def test_remote_battle_rows_equal_their_solo_answers(remote, engine):
-    rows = remote.complete_rows([(QUESTION, "qlora"), (QUESTION, "raft")], temperature=0, max_new_tokens=10)
-    assert rows == [engine.complete(QUESTION, name, temperature=0, max_new_tokens=10) for name in ("qlora", "raft")]
+def test_remote_battle_rows_are_each_their_own_models_answer(remote, engine):
+    """The two rows go to the server as two concurrent requests, which it decodes together or
+    one after the other as they happen to arrive; a batch shape changes float rounding (a late
+    near-tie may resolve differently, tests/engine_checks.py), so each row is checked as its
+    own model's answer, not as its solo text."""
+    names = ("qlora", "raft")
+    solo = [engine.complete(QUESTION, name, temperature=0, max_new_tokens=10) for name in names]
+    assert solo[0] != solo[1], "the two models must answer differently for a mix-up to show"
+    rows = remote.complete_rows([(QUESTION, name) for name in names], temperature=0, max_new_tokens=10)
+    assert_answers_are_their_own(rows, solo)
 
 
 def test_remote_errors_are_generation_errors_and_the_server_keeps_serving(remote, server_url):

