@@ -6,11 +6,19 @@ penalty, temperature, top-k and top-p as tensor operations over all rows at once
 per sampling row from that row's own `torch.Generator`, so a seeded row's sample never depends
 on who else shares its step. transformers' LogitsProcessorList applies one setting to the whole
 batch, which is why this is written here.
+
+Loops: a small model's greedy answer can fall into "no, no, no, ..." or one sentence over and
+over. `max_ngram_repeats` caps how often one token n-gram (`repeat_ngram_size` tokens) may occur
+in the answer: the token that would make it occur once more is excluded. Unlike transformers'
+`no_repeat_ngram_size` it counts the answer only, never the prompt, so a RAG answer can still
+copy a document word for word, and it allows a few repeats, so the two quote markers of a RAFT
+answer ("##begin_quote##" twice) stay possible.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter, defaultdict
 
 
 class GenerationError(RuntimeError):
@@ -27,6 +35,8 @@ class SamplingConfig:
     top_p: float = 0.9
     top_k: int = 50
     repetition_penalty: float = 1.1
+    repeat_ngram_size: int = 4
+    max_ngram_repeats: int = 2
     max_input_tokens: int = 2048
     seed: int | None = None
 
@@ -62,6 +72,9 @@ class RowSampler:
         self.generators: list = []
         self.seen = torch.zeros(0, vocab_size, dtype=torch.bool, device=device)
         self._penalty = torch.ones(0, 1, device=device)
+        self.answers: list[list[int]] = []  # each row's answer tokens so far
+        # Each row's n-gram counts, keyed by the first n-1 tokens: {prefix: Counter(next token)}.
+        self.ngram_counts: list[defaultdict] = []
 
     def __len__(self) -> int:
         return len(self.options)
@@ -76,6 +89,8 @@ class RowSampler:
             raise ValueError(f"top_k must be >= 0 (0: no top-k filter), not {options.top_k}")
         if not options.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, not {options.repetition_penalty}")
+        if options.max_ngram_repeats < 0 or options.repeat_ngram_size < 1:
+            raise ValueError("max_ngram_repeats must be >= 0 (0: no limit) and repeat_ngram_size >= 1")
         generator = torch.Generator(device=self.device)
         if seed is not None:
             generator.manual_seed(seed)
@@ -87,6 +102,8 @@ class RowSampler:
         self.generators.append(generator)
         self.seen = torch.cat([self.seen, row])
         self._penalty = torch.cat([self._penalty, torch.tensor([[options.repetition_penalty]], device=self.device)])
+        self.answers.append([])
+        self.ngram_counts.append(defaultdict(Counter))
 
     def keep(self, rows: list[int]) -> None:
         """Keep only `rows` (indices into the current rows), in that order."""
@@ -97,6 +114,25 @@ class RowSampler:
         self.generators = [self.generators[i] for i in rows]
         self.seen = self.seen.index_select(0, index)
         self._penalty = self._penalty.index_select(0, index)
+        self.answers = [self.answers[i] for i in rows]
+        self.ngram_counts = [self.ngram_counts[i] for i in rows]
+
+    def _banned_tokens(self, row: int) -> list[int]:
+        """Tokens that would make one of the row's answer n-grams occur more than allowed."""
+        options = self.options[row]
+        n, limit = options.repeat_ngram_size, options.max_ngram_repeats
+        answer = self.answers[row]
+        if not limit or len(answer) < n - 1:
+            return []
+        followers = self.ngram_counts[row].get(tuple(answer[len(answer) - n + 1:]), {})
+        return [token for token, count in followers.items() if count >= limit]
+
+    def _record(self, row: int, token: int) -> None:
+        answer = self.answers[row]
+        answer.append(token)
+        n = self.options[row].repeat_ngram_size
+        if self.options[row].max_ngram_repeats and len(answer) >= n:
+            self.ngram_counts[row][tuple(answer[len(answer) - n:-1])][token] += 1
 
     def next_tokens(self, logits, rows=None) -> list[int]:
         """One token per row from (len(rows), vocab) logits, rows being indices of this sampler's
@@ -112,6 +148,11 @@ class RowSampler:
             penalty = self._penalty.index_select(0, index)
             penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
             logits = torch.where(self.seen.index_select(0, index), penalized, logits)
+        banned = [(slot, self._banned_tokens(row)) for slot, row in enumerate(rows)]
+        if any(tokens for _, tokens in banned):
+            logits = logits.clone()  # the caller's logits stay as the model gave them
+            for slot, tokens in banned:
+                logits[slot, tokens] = float("-inf")
         tokens = logits.argmax(-1)
         sampled = [slot for slot, o in enumerate(options) if not o.greedy]
         if sampled:
@@ -129,4 +170,7 @@ class RowSampler:
                 pick = torch.multinomial(probs[place], 1, generator=self.generators[rows[slot]])
                 tokens[slot] = order[place, pick[0]]
         self.seen[index, tokens] = True
-        return tokens.tolist()
+        chosen_tokens = tokens.tolist()
+        for row, token in zip(rows, chosen_tokens):
+            self._record(row, token)
+        return chosen_tokens

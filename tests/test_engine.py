@@ -12,10 +12,17 @@ import pytest
 from chatbot import AdapterLoadError, ChatEngine, GenerationError, InputTooLongError
 
 from tests.conftest import make_lora_adapter
-from tests.engine_checks import answered_rows, assert_answers_are_their_own, assert_rows_are_their_own, common_start
+from tests.engine_checks import (
+    answered_rows,
+    assert_answers_are_greedy_for_their_rows,
+    assert_rows_are_their_own,
+    common_start,
+)
 
 QUESTION = [{"role": "user", "content": "What should I pack for a week in Lisbon in March?"}]
-GREEDY = {"temperature": 0, "max_new_tokens": 16}
+# Raw argmax decoding (no repetition penalty, no n-gram limit): a generated answer can then be
+# checked token by token against its own row's teacher-forced logits (tests/engine_checks.py).
+GREEDY = {"temperature": 0, "max_new_tokens": 16, "repetition_penalty": 1.0, "max_ngram_repeats": 0}
 ADAPTERS = ["qlora", "base", "raft"]
 
 
@@ -132,7 +139,7 @@ def test_concurrent_requests_for_different_adapters_are_not_mixed_up(engine):
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         answers = list(pool.map(ask, names))
-    assert_answers_are_their_own(answers, [solo[name] for name in names])
+    assert_answers_are_greedy_for_their_rows(engine, [(QUESTION, n) for n in names], answers)
     # And the six rows in one forward pass, teacher-forced over the solo answers: exact against
     # the same rows all on one adapter, within rounding of each row alone.
     assert_rows_are_their_own(engine, answered_rows(engine, [(QUESTION, n) for n in names], [solo[n] for n in names]))
@@ -207,7 +214,7 @@ def test_one_batched_pass_with_a_different_adapter_per_row_equals_the_solo_runs(
     assert len(set(solo)) == len(solo), "the adapters must answer differently for a mix-up to show"
     assert_rows_are_their_own(engine, answered_rows(engine, requests, solo))
     batched = engine.complete_rows(requests, **GREEDY)
-    assert_answers_are_their_own(batched, solo)
+    assert_answers_are_greedy_for_their_rows(engine, requests, batched)
 
     pieces = list(engine.generate_rows([(QUESTION, "qlora"), (QUESTION, "raft")], **GREEDY))
     rows = {row for row, _ in pieces}
@@ -259,7 +266,7 @@ def test_concurrent_users_are_answered_side_by_side_and_each_gets_their_own_answ
     assert len(set(solo)) == len(solo), "the answers must differ for a mix-up to show"
     answers, before = _ask_while_busy(engine, users)
     assert engine.stats.requests - before.requests == len(users)
-    assert_answers_are_their_own(answers, solo)
+    assert_answers_are_greedy_for_their_rows(engine, users, answers)
     assert_rows_are_their_own(engine, answered_rows(engine, users, solo))
 
 
@@ -275,7 +282,7 @@ def test_prompts_of_different_lengths_are_left_padded_in_a_shared_pass(engine):
     assert len(set(solo)) == len(solo), "the answers must differ for a mix-up to show"
     answers, before = _ask_while_busy(engine, users)
     assert engine.stats.requests - before.requests == len(users)
-    assert_answers_are_their_own(answers, solo)
+    assert_answers_are_greedy_for_their_rows(engine, users, answers)
     assert_rows_are_their_own(engine, answered_rows(engine, users, solo))
 
 

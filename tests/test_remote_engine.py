@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.engine_checks import assert_answers_are_their_own
+from tests.engine_checks import assert_answers_are_greedy_for_their_rows
 
 QUESTION = [{"role": "user", "content": "What should I pack for Iceland in March?"}]
 
@@ -66,10 +66,12 @@ def test_remote_battle_rows_are_each_their_own_models_answer(remote, engine):
     near-tie may resolve differently, tests/engine_checks.py), so each row is checked as its
     own model's answer, not as its solo text."""
     names = ("qlora", "raft")
-    solo = [engine.complete(QUESTION, name, temperature=0, max_new_tokens=10) for name in names]
+    greedy = {"temperature": 0, "max_new_tokens": 10, "repetition_penalty": 1.0}
+    solo = [engine.complete(QUESTION, name, **greedy) for name in names]
     assert solo[0] != solo[1], "the two models must answer differently for a mix-up to show"
-    rows = remote.complete_rows([(QUESTION, name) for name in names], temperature=0, max_new_tokens=10)
-    assert_answers_are_their_own(rows, solo)
+    requests = [(QUESTION, name) for name in names]
+    rows = remote.complete_rows(requests, **greedy)
+    assert_answers_are_greedy_for_their_rows(engine, requests, rows)
 
 
 def test_remote_errors_are_generation_errors_and_the_server_keeps_serving(remote, server_url):

@@ -1,0 +1,63 @@
+"""The n-gram repeat limit of the per-row sampler (chatbot/sampling.py), on logits that loop.
+
+The logits always prefer the token after the last one in a fixed cycle 1 2 3 4 1 2 ..., the way
+a looping model prefers to go on with its loop; the limit must break the loop for the row that
+has it and leave the other row alone.
+"""
+
+import torch
+
+from chatbot.sampling import RowSampler, SamplingConfig
+
+VOCAB = 8
+CYCLE = [1, 2, 3, 4]
+
+
+def looping_logits(previous: list[int | None]) -> torch.Tensor:
+    logits = torch.zeros(len(previous), VOCAB)
+    for row, token in enumerate(previous):
+        follower = CYCLE[0] if token not in CYCLE else CYCLE[(CYCLE.index(token) + 1) % len(CYCLE)]
+        logits[row, follower] = 5.0
+        logits[row, 6] = 4.0  # the runner-up the limit falls back to
+    return logits
+
+
+def ngram_counts(tokens: list[int], n: int) -> int:
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return max(grams.count(g) for g in grams)
+
+
+def test_an_answer_ngram_occurs_at_most_max_ngram_repeats_times_and_only_in_its_row():
+    limited = SamplingConfig(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=2)
+    unlimited = SamplingConfig(temperature=0, repetition_penalty=1.0, max_ngram_repeats=0)
+    sampler = RowSampler(VOCAB, "cpu")
+    # The prompt holds the cycle three times: prompt n-grams never count (RAG answers copy documents).
+    sampler.add(limited, CYCLE * 3, seed=None)
+    sampler.add(unlimited, CYCLE * 3, seed=None)
+    answers: list[list[int]] = [[], []]
+    previous: list[int | None] = [None, None]
+    for _ in range(24):
+        tokens = sampler.next_tokens(looping_logits(previous))
+        for row, token in enumerate(tokens):
+            answers[row].append(token)
+        previous = tokens
+    assert answers[0][:8] == CYCLE * 2  # the first two occurrences are allowed, prompt ignored
+    assert ngram_counts(answers[0], 4) <= 2, answers[0]
+    assert answers[1] == CYCLE * 6  # the unlimited row keeps looping: the limit is per row
+
+
+def test_rows_keep_their_own_ngram_counts_when_the_batch_is_compacted():
+    limited = SamplingConfig(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=1)
+    sampler = RowSampler(VOCAB, "cpu")
+    sampler.add(SamplingConfig(temperature=0, max_ngram_repeats=0), [], seed=None)
+    sampler.add(limited, [], seed=None)
+    previous: list[int | None] = [None, None]
+    for _ in range(4):
+        previous = sampler.next_tokens(looping_logits(previous))
+    sampler.keep([1])  # the first row leaves; the limited row moves to slot 0 with its counts
+    answer = []
+    last = [previous[1]]
+    for _ in range(8):
+        last = sampler.next_tokens(looping_logits(last))
+        answer.extend(last)
+    assert ngram_counts(CYCLE + answer, 4) == 1, answer
