@@ -495,7 +495,7 @@ def inputs_fingerprint(settings: Settings, environ: Mapping[str, str] | None = N
     threads (Reddit pairs), every configured adapter's weights, the base model and its prompts,
     and which judge endpoint the environment names (never the key). The index is the caller's
     to add (the pipeline has its stamp; the store's files change when it is merely opened)."""
-    from chatbot.adapters import ADAPTER_WEIGHT_FILES
+    from modeling.adapters import ADAPTER_WEIGHT_FILES
 
     environ = os.environ if environ is None else environ
     config = EvaluationConfig.from_settings(settings)

@@ -152,7 +152,7 @@ def test_sft_loss_is_on_the_assistant_turn_only_with_the_served_system_prompt(ql
 
 
 def test_qlora_writes_a_complete_adapter_with_its_metadata(qlora, demo):
-    from chatbot.adapters import ADAPTER_METADATA_FILE
+    from modeling.adapters import ADAPTER_METADATA_FILE
     from training.common import dataset_fingerprint
 
     result = qlora[2]
@@ -240,7 +240,7 @@ def test_the_engine_serves_all_three_adapters_and_each_answers_differently_from_
 
 
 def test_an_adapter_recorded_for_another_base_model_is_refused(demo, qlora, tmp_path):
-    from chatbot.adapters import ADAPTER_METADATA_FILE, AdapterLoadError, check_adapter_dir
+    from modeling.adapters import ADAPTER_METADATA_FILE, AdapterLoadError, check_adapter_dir
 
     other = tmp_path / "qlora"
     shutil.copytree(demo.path("adapters") / "qlora", other)

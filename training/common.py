@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from chatbot.adapters import ADAPTER_METADATA_FILE
-from chatbot.base_model import LoadedBase, ModelConfig, load_base
+from modeling.adapters import ADAPTER_METADATA_FILE
+from modeling.base_model import LoadedBase, ModelConfig, load_base
 from settings import Settings
 from training.config import LoraSettings, RunSettings, TrainingConfig, config_hash
 
@@ -74,7 +74,7 @@ def training_precision(settings: Settings, config: TrainingConfig, run: RunSetti
     Measured on the 2-core AMD EPYC (AVX-512 + AVX512-BF16, no AMX), a LoRA step of SmolLM2-135M
     (batch 2) takes ~5.5 s at 512 tokens and ~8 s at 1,024 with bf16 autocast, vs ~6.5-12 s and
     ~20 s in fp32; an NF4 base is slower still on a CPU (bitsandbytes de-quantizes every matmul)."""
-    from chatbot.base_model import resolve_device
+    from modeling.base_model import resolve_device
 
     model_config = ModelConfig.from_settings(settings)
     device = resolve_device(model_config.device)

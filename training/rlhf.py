@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chatbot.adapters import ADAPTER_CONFIG_FILE
+from modeling.adapters import ADAPTER_CONFIG_FILE
 from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
 from training.common import (
@@ -159,7 +159,7 @@ def _data_record(settings, config, fingerprints, rows) -> dict:
 
 
 def require_start_adapter(settings: Settings, config: TrainingConfig) -> Path:
-    from chatbot.base_model import ModelConfig
+    from modeling.base_model import ModelConfig
 
     start = settings.path("adapters") / config.rlhf_start_adapter
     if not (start / ADAPTER_CONFIG_FILE).exists():
