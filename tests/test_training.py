@@ -256,7 +256,7 @@ def test_the_golden_split_is_in_no_training_set(demo):
     from datasets import load_from_disk
 
     from training.common import TrainingError, check_no_golden
-    from training.datasets import load_golden_thread_ids
+    from corpus import load_golden_thread_ids
 
     datasets_dir = demo.path("datasets")
     golden = load_golden_thread_ids(datasets_dir)

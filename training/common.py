@@ -256,7 +256,7 @@ def load_splits(datasets_dir: Path, name: str, *, step_hint: str = "python -m tr
 
 def check_no_golden(datasets_dir: Path, *datasets) -> None:
     """Refuse to train on any row from a held-out (golden) thread."""
-    from training.datasets import load_golden_thread_ids
+    from corpus import load_golden_thread_ids
 
     golden = load_golden_thread_ids(Path(datasets_dir))
     for dataset in datasets:

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from raft import Document, build_cot_answer, build_user_message
-from retrieval.chunking import TokenChunker, chunk_thread, chunker_from_settings
+from corpus import (GOLDEN_IDS_FILE, ThreadsMissingError, chunk_thread, golden_ids_json, load_threads,
+                    save_golden_thread_ids, threads_exist)
+from retrieval.chunking import TokenChunker, chunker_from_settings
 from settings import ConfigError, Settings, build_dataclass
 
-THREAD_COLUMNS = ("thread_id", "subreddit", "title", "body", "permalink", "comments")
 DATASET_NAMES = ("sft", "raft", "preference", "golden")
-GOLDEN_IDS_FILE = "golden_thread_ids.json"
 REPORT_FILE = "report.json"
 
 TRAIN, VALIDATION = "train", "validation"
@@ -174,10 +174,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     print(report.format())
     return 0
-
-
-def threads_exist(path: Path) -> bool:
-    return (Path(path) / "state.json").is_file() or (Path(path) / "dataset_info.json").is_file()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,24 +321,24 @@ def _ranked_quotes(answer: str, config: DatasetsConfig) -> list[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Chunk:
+class _Candidate:
     document: Document
     thread_id: str
     subreddit: str
 
 
-def _thread_chunks(thread: _Thread, chunker: TokenChunker, max_comments: int) -> list[_Chunk]:
+def _thread_chunks(thread: _Thread, chunker: TokenChunker, max_comments: int) -> list[_Candidate]:
     """The thread cut exactly as the index cuts it (the same chunk_thread: same text, ids)."""
     record = {"thread_id": thread.thread_id, "title": thread.title, "body": thread.body, "comments": thread.comments}
     return [
-        _Chunk(Document(doc_id=chunk_id, text=piece, title=thread.title,
+        _Candidate(Document(doc_id=chunk_id, text=piece, title=thread.title,
                         subreddit=thread.subreddit, permalink=thread.permalink),
                thread.thread_id, thread.subreddit)
         for chunk_id, piece in chunk_thread(record, chunker, max_comments)
     ]
 
 
-def _oracle(chunks: Sequence[_Chunk], ranked_quotes: Sequence[str], max_quotes: int) -> tuple[_Chunk, list[str]] | None:
+def _oracle(chunks: Sequence[_Candidate], ranked_quotes: Sequence[str], max_quotes: int) -> tuple[_Candidate, list[str]] | None:
     """The first chunk holding the best quotable sentence verbatim (a sentence cut by a chunk
     boundary is in none), with up to `max_quotes` of the best sentences it holds, in text order."""
     for best in ranked_quotes:
@@ -357,11 +353,11 @@ def _oracle(chunks: Sequence[_Chunk], ranked_quotes: Sequence[str], max_quotes: 
 class _DistractorPool:
     """Random chunks of other threads, drawn per thread from that thread's own generator."""
 
-    def __init__(self, chunks_by_thread: Mapping[str, Sequence[_Chunk]], allowed: Sequence[str]):
+    def __init__(self, chunks_by_thread: Mapping[str, Sequence[_Candidate]], allowed: Sequence[str]):
         self._chunks = chunks_by_thread
         self._threads = [tid for tid in sorted(allowed) if chunks_by_thread.get(tid)]
 
-    def draw(self, rng: random.Random, count: int, exclude_thread: str, avoid_subreddit: str | None = None) -> list[_Chunk]:
+    def draw(self, rng: random.Random, count: int, exclude_thread: str, avoid_subreddit: str | None = None) -> list[_Candidate]:
         """`count` chunks from distinct threads other than `exclude_thread` (fewer if the pool
         is that small); with `avoid_subreddit`, prefer threads of other subreddits."""
         candidates = [tid for tid in self._threads if tid != exclude_thread]
@@ -412,14 +408,14 @@ class _HardNegatives:
             return None, f"{type(err).__name__}: {err}"
         return cls(retriever), None
 
-    def find(self, question: str, count: int, allowed: set[str], exclude_thread: str) -> list[_Chunk]:
+    def find(self, question: str, count: int, allowed: set[str], exclude_thread: str) -> list[_Candidate]:
         hits = self._retriever.search(question, k=max(4 * count, count + 8))
         found, threads = [], set()
         for hit in hits:
             if hit.thread_id == exclude_thread or hit.thread_id not in allowed or hit.thread_id in threads:
                 continue
             threads.add(hit.thread_id)
-            found.append(_Chunk(hit.to_document(), hit.thread_id, hit.subreddit))
+            found.append(_Candidate(hit.to_document(), hit.thread_id, hit.subreddit))
             if len(found) == count:
                 break
         return found
@@ -430,7 +426,7 @@ class _HardNegatives:
         return [hit.to_document() for hit in self._retriever.search(question) if hit.thread_id in allowed]
 
 
-def _raft_row(thread: _Thread, question: str, answer: str, chunks: Sequence[_Chunk], pool: _DistractorPool,
+def _raft_row(thread: _Thread, question: str, answer: str, chunks: Sequence[_Candidate], pool: _DistractorPool,
               hard: _HardNegatives | None, allowed: set[str], config: DatasetsConfig) -> dict | None:
     rng = _rng(config.seed, "raft", thread.thread_id)
     k = config.raft_distractors
@@ -481,7 +477,7 @@ def _row(thread: _Thread, question: str, documents: Sequence[Document], target: 
 # Preference pairs
 
 
-def _preference_documents(thread: _Thread, question: str, chunks: Sequence[_Chunk], pool: _DistractorPool,
+def _preference_documents(thread: _Thread, question: str, chunks: Sequence[_Candidate], pool: _DistractorPool,
                           hard: _HardNegatives | None, allowed: set[str], top_k: int,
                           config: DatasetsConfig) -> list[Document]:
     """The documents of a preference pair's prompt: RLHF starts from RAFT and is served with
@@ -572,21 +568,10 @@ def _comment_list(comments: Any) -> list[dict]:
 
 
 def _load_threads(path: Path) -> list[dict]:
-    from datasets import Dataset, load_from_disk
-
-    if not threads_exist(path):
-        raise DatasetBuildError(f"no cleaned threads at {path} (run `python -m training ingest` first)")
     try:
-        loaded = load_from_disk(str(path))
-    except Exception as err:
-        raise DatasetBuildError(f"cannot read the threads dataset at {path}: {err}") from err
-    if not isinstance(loaded, Dataset):
-        raise DatasetBuildError(f"{path} holds a DatasetDict; expected one Dataset of cleaned threads")
-    missing = [c for c in THREAD_COLUMNS if c not in loaded.column_names]
-    if missing:
-        raise DatasetBuildError(f"the threads dataset at {path} lacks columns {missing} "
-                                f"(has {loaded.column_names}); re-run ingestion")
-    return loaded.to_list()
+        return load_threads(path).to_list()
+    except (ThreadsMissingError, ValueError) as err:
+        raise DatasetBuildError(str(err)) from err
 
 
 def _threads_and_splits(threads_path: Path, config: DatasetsConfig):
@@ -622,11 +607,7 @@ def write_golden_thread_ids(settings: Settings, threads: Path | None = None, out
     config = DatasetsConfig.from_settings(settings)
     output_path = Path(output) if output else settings.path("datasets")
     _, _, _, _, splits = _threads_and_splits(Path(threads) if threads else settings.path("threads"), config)
-    output_path.mkdir(parents=True, exist_ok=True)
-    target = output_path / GOLDEN_IDS_FILE
-    scratch = target.with_suffix(".tmp")
-    scratch.write_text(json.dumps(sorted(splits.golden), indent=1) + "\n")
-    scratch.replace(target)
+    save_golden_thread_ids(output_path, splits.golden)
     return len(splits.golden)
 
 
@@ -722,7 +703,7 @@ def _write_all(output: Path, built: Mapping[str, Any], golden_ids: list[str], re
     try:
         for name in DATASET_NAMES:
             built[name].save_to_disk(str(staging / name))
-        (staging / GOLDEN_IDS_FILE).write_text(json.dumps(golden_ids, indent=1) + "\n")
+        (staging / GOLDEN_IDS_FILE).write_text(golden_ids_json(golden_ids))
         (staging / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -744,11 +725,5 @@ def _write_all(output: Path, built: Mapping[str, Any], golden_ids: list[str], re
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_golden_thread_ids(datasets_dir: Path) -> set[str]:
-    """The held-out thread ids written by the last build (empty when none was built)."""
-    path = Path(datasets_dir) / GOLDEN_IDS_FILE
-    return set(json.loads(path.read_text())) if path.is_file() else set()
-
-
 __all__ = ["BuildReport", "DatasetBuildError", "DatasetsConfig", "build_datasets", "configure",
-           "load_golden_thread_ids", "run", "write_golden_thread_ids"]
+           "run", "write_golden_thread_ids"]

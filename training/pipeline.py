@@ -218,7 +218,8 @@ def _adapter_current(settings: Settings, name: str, fingerprint: str) -> bool:
 def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set[str] = frozenset(),
                  until: str | None = None, demo: bool = False,
                  log: Callable[[str], None] = print) -> PipelineOutcome:
-    from training.datasets import DATASET_NAMES, threads_exist
+    from corpus import threads_exist
+    from training.datasets import DATASET_NAMES
 
     outcome = PipelineOutcome()
     steps = STEP_ORDER[: STEP_ORDER.index(until) + 1] if until else STEP_ORDER
