@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from fsutils import write_text_atomic
+
 CACHE_FILE = "quantization-auto.json"
 CPU_CANDIDATES = ("int8", "none")  # nf4 de-quantizes in a slow kernel on CPUs: never the fastest there
 PROMPT_TOKENS, DECODE_STEPS = 128, 12
@@ -150,10 +152,7 @@ def choose_quantization(config, models_dir: Path, device: str) -> QuantizationCh
     entries = _read_cache(cache_path)
     entries[key] = {"quantization": choice.quantization, "reason": choice.reason, "figures": figures}
     try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = cache_path.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(entries, indent=2))
-        os.replace(scratch, cache_path)  # atomic: two processes calibrating at once never half-write it
+        write_text_atomic(cache_path, json.dumps(entries, indent=2))  # two processes at once never half-write it
     except OSError:
         pass  # an unwritable cache only means measuring again next start
     return choice

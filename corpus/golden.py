@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fsutils import write_text_atomic
+
 GOLDEN_IDS_FILE = "golden_thread_ids.json"
 
 
@@ -28,9 +30,4 @@ def golden_ids_json(thread_ids) -> str:
 
 def save_golden_thread_ids(datasets_dir: Path, thread_ids) -> Path:
     """Write the file in place of the previous one in a single rename (readers never see half)."""
-    target = Path(datasets_dir) / GOLDEN_IDS_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_suffix(".tmp")
-    scratch.write_text(golden_ids_json(thread_ids))
-    scratch.replace(target)
-    return target
+    return write_text_atomic(Path(datasets_dir) / GOLDEN_IDS_FILE, golden_ids_json(thread_ids))

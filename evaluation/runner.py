@@ -32,6 +32,7 @@ from evaluation.judge import (
 from evaluation.metrics import golden_metrics
 from evaluation.rag_metrics import answer_relevance, faithfulness, rag_metrics
 from evaluation.reddit_preference import OTHER, UPVOTED, build_pairs
+from fsutils import write_text_atomic
 from settings import Settings
 
 
@@ -295,10 +296,7 @@ def run_evaluation(
         "notices": notices,
     }
     config.directory.mkdir(parents=True, exist_ok=True)
-    path = config.directory / RESULTS_FILE
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    temporary.replace(path)  # a report never reads a half-written file
+    path = write_text_atomic(config.directory / RESULTS_FILE, json.dumps(results, indent=1, ensure_ascii=False))
     return RunResult(path, stats, notices)
 
 

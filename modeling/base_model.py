@@ -10,12 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from fsutils import replacing_folder
 from settings import Settings, build_dataclass, resolve_model_ref
 
 CHECKPOINT_MARKER = "wayfarer-checkpoint.json"
@@ -97,11 +95,10 @@ def _convert_gguf(gguf_path: Path, target: Path, fingerprint: str) -> None:
         file=sys.stderr,
         flush=True,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a private folder and rename at the end, so an interrupted conversion or two
-    # processes converting at once never leave a half-written checkpoint behind.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    # processes converting at once never leave a half-written checkpoint behind; when another
+    # process finished first, its checkpoint is identical and kept.
+    with replacing_folder(target, keep_existing=True) as scratch:
         source_dir, name = str(gguf_path.parent), gguf_path.name
         tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=name)
         # fp32 keeps the de-quantized values exactly; the 4-bit load re-quantizes from them.
@@ -114,14 +111,6 @@ def _convert_gguf(gguf_path: Path, target: Path, fingerprint: str) -> None:
         tokenizer.save_pretrained(scratch)
         marker = {"source": gguf_path.name, "fingerprint": fingerprint}
         (scratch / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=2))
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / CHECKPOINT_MARKER).exists():
-                raise
-            # Another process finished first; its checkpoint is identical.
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     print(f"[wayfarer] Embedded model ready at {target}.", file=sys.stderr, flush=True)
 
 

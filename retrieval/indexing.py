@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from corpus import ThreadsMissingError, chunk_thread, load_golden_thread_ids, load_threads, reply_spans, thread_document_text
+from corpus import chunk_thread, load_golden_thread_ids, load_threads, reply_spans, thread_document_text
 from retrieval.chunking import TokenChunker, chunker_from_settings
 from retrieval.config import RetrievalConfig
 from retrieval.embedder import Embedder

@@ -1,4 +1,4 @@
-"""The per-method datasets (training/datasets.py) built from small constructed threads.
+"""The per-method datasets (training/datasets/) built from small constructed threads.
 
 Threads are real `datasets` Datasets with the cleaned-thread schema; every assertion is checked
 against the threads themselves (chunks recomputed with the shared chunker), not against the

@@ -29,9 +29,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fsutils import write_text_atomic
 from settings import ConfigError, Settings, apply_runtime
-from training.common import TrainingError, dataset_fingerprint, read_metadata
+from training.adapter_output import read_metadata
 from training.config import config_hash
+from training.errors import TrainingError
+from training.examples import dataset_fingerprint
 
 STATE_FILE = "pipeline_state.json"
 STEP_ORDER = ("ingest", "index", "build", "qlora", "raft", "rlhf", "evaluate")
@@ -92,22 +95,14 @@ def _read_state(settings: Settings) -> dict:
 def _write_stamp(settings: Settings, step: str, fingerprint: str) -> None:
     state = _read_state(settings)
     state[step] = {"inputs_fingerprint": fingerprint, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = _state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    scratch.replace(path)
+    write_text_atomic(_state_path(settings), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def _record_seconds(settings: Settings, step: str, seconds: float) -> None:
     """How long the step's last run took (bench/study_bench.py prints the first run's times)."""
     state = _read_state(settings)
     state.setdefault(step, {})["seconds"] = round(seconds, 1)
-    path = _state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    scratch.replace(path)
+    write_text_atomic(_state_path(settings), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def _files_fingerprint(folder: Path) -> str:

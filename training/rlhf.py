@@ -21,29 +21,30 @@ from pathlib import Path
 from modeling.adapters import ADAPTER_CONFIG_FILE
 from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
-from training.common import (
-    TRAIN,
-    VALIDATION,
-    Stopwatch,
-    TrainingError,
+from training.adapter_output import (
     TrainingResult,
     build_metadata,
+    inputs_fingerprint,
+    read_metadata,
+    write_adapter,
+)
+from training.datasets.config import TRAIN, VALIDATION
+from training.errors import TrainingError
+from training.examples import (
     check_no_golden,
     dataset_fingerprint,
-    final_evaluation,
-    inputs_fingerprint,
-    load_reward_base,
     load_splits,
-    load_training_base,
-    lora_config,
-    progress_callback,
-    loss_summary,
-    read_metadata,
     sample_rows,
+    with_system_prompt,
+)
+from training.model import load_reward_base, load_training_base, lora_config
+from training.runs import (
+    Stopwatch,
+    final_evaluation,
+    loss_summary,
+    progress_callback,
     set_seed,
     training_arguments,
-    with_system_prompt,
-    write_adapter,
 )
 from training.config import TrainingConfig
 
