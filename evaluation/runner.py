@@ -295,7 +295,6 @@ def run_evaluation(
         "machine": machine_description(),
         "notices": notices,
     }
-    config.directory.mkdir(parents=True, exist_ok=True)
     path = write_text_atomic(config.directory / RESULTS_FILE, json.dumps(results, indent=1, ensure_ascii=False))
     return RunResult(path, stats, notices)
 
