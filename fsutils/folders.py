@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -60,3 +61,19 @@ def write_text_atomic(path: Path, text: str) -> Path:
     finally:
         scratch.unlink(missing_ok=True)
     return path
+
+
+def files_digest(folder: Path, pattern: str = "*") -> str | None:
+    """A hash of the names and bytes of the files under `folder` matching `pattern`, in name
+    order (None when there are none): equal digests mean equal files."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob(pattern) if p.is_file()) if folder.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(folder)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

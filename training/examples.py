@@ -3,11 +3,11 @@ served system prompt in front of each prompt, and rows too long to teach anythin
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fsutils import files_digest
 from training.datasets.config import TRAIN, VALIDATION
 from training.errors import TrainingError
 
@@ -16,16 +16,10 @@ def dataset_fingerprint(path: Path) -> str:
     """A hash of a saved dataset's Arrow files: the builder writes byte-identical files for the
     same input, so equal fingerprints mean equal data."""
     # Only the saved shards: `map` on a dataset loaded from disk may add cache-*.arrow files.
-    files = sorted(p for p in Path(path).rglob("data-*.arrow"))
-    if not files:
+    digest = files_digest(path, "data-*.arrow")
+    if digest is None:
         raise TrainingError(f"no dataset at {path}")
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(path)).encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return digest
 
 
 def load_splits(datasets_dir: Path, name: str, *, step_hint: str = "python -m training build"):

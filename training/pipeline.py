@@ -22,14 +22,13 @@ own (then a changed corpus refreshes them). Threads from the user's dumps or the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fsutils import write_text_atomic
+from fsutils import files_digest, write_text_atomic
 from settings import ConfigError, Settings, apply_runtime
 from training.adapter_output import read_metadata
 from training.config import config_hash
@@ -105,18 +104,10 @@ def _record_seconds(settings: Settings, step: str, seconds: float) -> None:
     write_text_atomic(_state_path(settings), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
-def _files_fingerprint(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(folder)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 # ------------------------------------------------------------------------------------ steps
 # Each step: (fingerprint of its inputs now or None when unknown, is-its-output-there, run it).
 def _ingest_fingerprint(settings: Settings) -> str:
-    return config_hash({"corpus": _files_fingerprint(settings.path("demo_corpus")),
+    return config_hash({"corpus": files_digest(settings.path("demo_corpus")),
                         "subreddits": settings.get("data.subreddits"), "cleaning": settings.get("data.cleaning")})
 
 
