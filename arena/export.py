@@ -17,7 +17,7 @@ raft.build_user_message (the one place that format is written) from the question
 documents the store kept with the battle (schema 2), so an arena pair trains in exactly the
 format RAFT rows and the chatbot use; `doc_ids` lists those documents (empty: no retrieval),
 the column the trainers read to choose the system prompt with the untrusted-documents note, as
-training.common.to_prompt_completion does for RAFT rows. Battles stored before schema 2 kept
+training.examples.to_prompt_completion does for RAFT rows. Battles stored before schema 2 kept
 only the ids: their prompt is the stored message, which already holds the documents' text.
 A follow-up turn is only exported when both sides saw the same conversation; usually they did
 not (each saw its own earlier answers), so such pairs would not share a prompt.
@@ -37,13 +37,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from arena.config import ArenaConfig
 from arena.records import BattleRecord, VoteStore
 from arena.sessions import abuse_flags
+from fsutils import replacing_folder
 
 PREFERENCE_DIR, NEGATIVE_DIR, CHAT_FEEDBACK_DIR = "arena_preference", "arena_negative", "chat_feedback"
 TRAIN, VALIDATION = "train", "validation"
@@ -288,17 +287,7 @@ def push_export(prepared: PreparedExport, repo_id: str, *, token: str, private: 
 
 def _save_replacing(dataset, target: Path) -> Path:
     """Write next to `target`, then swap it in: a failed export leaves the old one intact."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with replacing_folder(target) as staging:
         # One shard per split even when empty: an empty split saved with zero shards cannot be loaded.
-        dataset.save_to_disk(str(staging / "data"), num_shards={split: 1 for split in dataset})
-        old = target.with_name(f".{target.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        (staging / "data").rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        dataset.save_to_disk(str(staging), num_shards={split: 1 for split in dataset})
     return target

@@ -34,7 +34,7 @@ QUESTION = [{"role": "user", "content": "Plan three days in Lisbon for a first-t
 FORMATS = {
     "nf4-fp32": ("nf4", "float32"),  # bitsandbytes 4-bit, matmuls in fp32
     "nf4-bf16": ("nf4", "bfloat16"),
-    "int8": ("int8", "float32"),  # int8 weights (chatbot/int8.py), fp32 activations
+    "int8": ("int8", "float32"),  # int8 weights (modeling/int8.py), fp32 activations
     "bf16": ("none", "bfloat16"),
     "fp32": ("none", "float32"),
 }
@@ -64,7 +64,7 @@ def make_adapters(settings, root: Path, names: list[str]) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from chatbot.base_model import ModelConfig, prepare_checkpoint
+    from modeling.base_model import ModelConfig, prepare_checkpoint
 
     config = ModelConfig.from_settings(settings)
     checkpoint = prepare_checkpoint(config, settings.path("models"))
@@ -98,7 +98,7 @@ def bench_format(settings, name: str, tokens: int, repeats: int) -> None:
 
 
 def configured_format(settings) -> str | None:
-    from chatbot.base_model import resolve_quantization
+    from chatbot.calibration import resolve_quantization
 
     pair = (resolve_quantization(settings).quantization, settings.get("model.compute_dtype"))
     return next((name for name, value in FORMATS.items() if value == pair), None)
@@ -154,7 +154,7 @@ def bench_adapters(settings, tokens: int, repeats: int) -> None:
         # Switch cost. Nothing is switched: every pass names each row's adapter. The only work a
         # new adapter mix causes is building its row masks (once per mix, cached): time that for
         # every packed layer, and compare short requests alternating adapters with same-adapter ones.
-        from chatbot.multi_lora import PackedLora
+        from modeling.multi_lora import PackedLora
 
         packs = [m._wayfarer_packed for m in engine.model.modules() if isinstance(getattr(m, "_wayfarer_packed", None), PackedLora)]
         for pack in packs:

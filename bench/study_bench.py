@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from chatbot import ChatEngine
     from chatbot.rag import RagChat
-    from training.common import cpu_has_bf16_units, read_metadata
+    from training.adapter_output import read_metadata
+    from training.precision import cpu_has_bf16_units
 
     settings = load_settings()
     apply_runtime(settings)

@@ -7,8 +7,8 @@ Public surface:
     AdapterLoadError, GenerationError, InputTooLongError
 """
 
-from chatbot.adapters import BASE_ADAPTER, AdapterLoadError
 from chatbot.engine import ChatEngine, GenerationError, InputTooLongError, SamplingConfig
+from modeling.adapters import BASE_ADAPTER, AdapterLoadError
 
 __all__ = [
     "BASE_ADAPTER",

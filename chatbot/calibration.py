@@ -1,5 +1,8 @@
 """`model.quantization: auto`: the weight format this machine serves fastest, measured once.
 
+Serving owns this (modeling/ loads a base in a format it is given): the measurement is the
+serving engine's decode loop, and training always names its format.
+
 Which format is fastest on a CPU depends on the CPU (int8 x bf16 kernels, AVX-512, AMX, bf16
 units) and on the torch build, so instead of guessing from flags the first start times each
 candidate on the real model with the engine's own decode loop (chatbot/decode.py): a prompt of
@@ -21,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from fsutils import write_text_atomic
+
 CACHE_FILE = "quantization-auto.json"
 CPU_CANDIDATES = ("int8", "none")  # nf4 de-quantizes in a slow kernel on CPUs: never the fastest there
 PROMPT_TOKENS, DECODE_STEPS = 128, 12
@@ -29,9 +34,33 @@ TURN_PROMPT, TURN_ANSWER = 512, 128
 
 @dataclasses.dataclass(frozen=True)
 class QuantizationChoice:
-    quantization: str  # one of chatbot.base_model.QUANTIZATIONS
+    quantization: str  # one of modeling.base_model.QUANTIZATIONS
     reason: str  # why, for the app's start-up line and `python -m chatbot doctor`
     figures: dict = dataclasses.field(default_factory=dict)  # format -> {"prefill_tok_s", "decode_tok_s"}
+
+
+def resolve_quantization(settings):
+    """The format `model.quantization` means on this machine, with the reason (a
+    QuantizationChoice); `auto` is measured once per machine and cached."""
+    from modeling.base_model import AUTO, ModelConfig, resolve_device
+
+    config = ModelConfig.from_settings(settings)
+    if config.quantization != AUTO:
+        return QuantizationChoice(config.quantization, "configured (model.quantization)")
+    return choose_quantization(config, settings.path("models"), resolve_device(config.device))
+
+
+def load_serving_base(settings):
+    """The configured base model (a modeling.base_model.LoadedBase) in the format serving uses
+    on this machine (`auto` resolved here)."""
+    from modeling.base_model import AUTO, ModelConfig, load_base
+
+    config = ModelConfig.from_settings(settings)
+    choice = resolve_quantization(settings)
+    if config.quantization == AUTO:
+        print(f"[wayfarer] model.quantization auto -> {choice.quantization}: {choice.reason}", file=sys.stderr, flush=True)
+    return load_base(config, settings.path("models"), quantization=choice.quantization,
+                     quantization_reason=choice.reason if config.quantization == AUTO else "configured")
 
 
 def cpu_model() -> str:
@@ -95,7 +124,7 @@ def choose_quantization(config, models_dir: Path, device: str) -> QuantizationCh
     """Resolve `auto` for `config` (a ModelConfig) on `device`; measures once per machine."""
     if device != "cpu":
         return QuantizationChoice("nf4", f"{device}: nf4 (bitsandbytes 4-bit, QLoRA's format)")
-    from chatbot.base_model import load_base, prepare_checkpoint
+    from modeling.base_model import load_base, prepare_checkpoint
 
     checkpoint = prepare_checkpoint(config, models_dir)
     key = machine_key(checkpoint, config.compute_dtype)
@@ -123,10 +152,7 @@ def choose_quantization(config, models_dir: Path, device: str) -> QuantizationCh
     entries = _read_cache(cache_path)
     entries[key] = {"quantization": choice.quantization, "reason": choice.reason, "figures": figures}
     try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = cache_path.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(entries, indent=2))
-        os.replace(scratch, cache_path)  # atomic: two processes calibrating at once never half-write it
+        write_text_atomic(cache_path, json.dumps(entries, indent=2))  # two processes at once never half-write it
     except OSError:
         pass  # an unwritable cache only means measuring again next start
     return choice

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from chatbot.adapters import PEFT_BASE_NAME
+from modeling.adapters import PEFT_BASE_NAME
 
 CAPACITY_CHUNK = 256  # tokens the cache grows by (re-allocating and copying the used part)
 

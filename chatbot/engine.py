@@ -3,7 +3,7 @@
 The engine is split one idea per module: sampling options and per-row sampling
 (chatbot/sampling.py), prompt building (chatbot/prompts.py), the continuous-batching scheduler
 (chatbot/scheduler.py), the decode loop's tensors (chatbot/decode.py), loading the base model
-(chatbot/base_model.py), the ChatEngine that ties them together (chatbot/local_engine.py), and
+(modeling/base_model.py), the ChatEngine that ties them together (chatbot/local_engine.py), and
 the one Engine protocol and factory that the local and the remote engine share
 (chatbot/engine_protocol.py).
 """

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from chatbot.adapters import BASE_ADAPTER
 from chatbot.sampling import SamplingConfig
+from modeling.adapters import BASE_ADAPTER
 
 
 @runtime_checkable

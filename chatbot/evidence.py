@@ -23,10 +23,11 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
+from corpus import REPLY_PREFIX
 from settings import ConfigError, Settings, build_dataclass
 from textutils import split_sentences
 
-_REPLY_MARKER = re.compile(r"(?:^|\n\n)Reply: ")  # raft.thread_document_text's reply prefix
+_REPLY_MARKER = re.compile(r"(?:^|\n\n)" + re.escape(REPLY_PREFIX))  # corpus.thread_document_text's layout
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """ChatEngine: one base model in this process, named adapters on it, continuous batching.
 
 peft's active adapter is global state on the model, so the engine owns the model from a single
-worker thread and selects the adapter per row (`adapter_names`, packed by chatbot/multi_lora.py),
+worker thread and selects the adapter per row (`adapter_names`, packed by modeling/multi_lora.py),
 never with `set_adapter`. Requests are continuously batched (chatbot/scheduler.py): a request
 that arrives while others are being answered is prefilled and joins the running batch at the
 next step, each row with its own adapter, sampling options, seed and length; a finished or
@@ -24,15 +24,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from chatbot.adapters import BASE_ADAPTER, PEFT_BASE_NAME, AdapterLoadError, attach_adapter, check_adapter_dir
-from chatbot.base_model import LoadedBase, ModelConfig, load_base
+from chatbot.calibration import load_serving_base
 from chatbot.decode import DecodeBatch
 from chatbot.engine_protocol import WholeAnswers
-from chatbot.multi_lora import pack_adapters
 from chatbot.prompts import build_prompt
 from chatbot.sampling import GenerationError, SamplingConfig
 from chatbot.scheduler import END, BatchLimits, EngineStats, Request, Scheduler
 from chatbot.spaces import gpu_task, on_zero_gpu
+from modeling.adapters import BASE_ADAPTER, PEFT_BASE_NAME, AdapterLoadError, attach_adapter, check_adapter_dir
+from modeling.base_model import LoadedBase, ModelConfig
+from modeling.multi_lora import pack_adapters
 from settings import Settings, build_dataclass
 
 
@@ -95,7 +96,7 @@ class ChatEngine(WholeAnswers):
         runtime = settings.section("runtime")
         defaults = BatchLimits()
         engine = cls(
-            load_base(model_config, settings.path("models")),
+            load_serving_base(settings),
             system_prompt=model_config.system_prompt,
             sampling=build_dataclass(SamplingConfig, settings.section("generation")),
             max_batch_rows=int(runtime.get("max_batch_rows", defaults.max_batch_rows)),

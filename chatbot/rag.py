@@ -26,6 +26,7 @@ import re
 from collections.abc import Sequence
 
 from chatbot.evidence import EvidenceConfig, EvidenceSentence, extract_evidence
+from corpus import thread_of_chunk
 from raft import (
     ANSWER_TAG,
     BEGIN_QUOTE,
@@ -88,7 +89,7 @@ def _one_line(text: str) -> str:
 
 
 def _thread_key(document: Document) -> str:
-    return document.permalink or document.doc_id.rsplit("-", 1)[0]
+    return document.permalink or thread_of_chunk(document.doc_id)
 
 
 def source_line(document: Document) -> str:

@@ -20,9 +20,9 @@ import queue
 import threading
 from collections.abc import Iterator
 
-from chatbot.adapters import BASE_ADAPTER
 from chatbot.engine_protocol import WholeAnswers
 from chatbot.sampling import GenerationError, SamplingConfig
+from modeling.adapters import BASE_ADAPTER
 from settings import Settings, build_dataclass
 
 BACKENDS = ("local", "openai")

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from chatbot.adapters import BASE_ADAPTER
 from chatbot.engine import ChatEngine, GenerationError
 from chatbot.rag import PreparedTurn, RagChat, display_while_streaming, escape_markdown, strip_display_extras
+from modeling.adapters import BASE_ADAPTER
 from retrieval.store import BUILD_COMMAND
 
 

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from chatbot.adapters import ADAPTER_CONFIG_FILE, ADAPTER_METADATA_FILE, ADAPTER_WEIGHT_FILES, BASE_ADAPTER
+from modeling.adapters import ADAPTER_CONFIG_FILE, ADAPTER_METADATA_FILE, ADAPTER_WEIGHT_FILES, BASE_ADAPTER
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (

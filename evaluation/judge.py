@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from textutils import clip
+
 log = logging.getLogger(__name__)
 
 TIE = "tie"
@@ -305,8 +307,7 @@ def is_local(judge: Judge) -> bool:
 
 # --------------------------------------------------------------------------------- prompts
 def _clip(text: str, limit: int) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
+    return clip(text, limit, marker=" [...]")
 
 
 def pairwise_prompt(question: str, answer_a: str, answer_b: str, max_answer_chars: int = 1500,

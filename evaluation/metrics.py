@@ -12,7 +12,6 @@ is the cosine of the two sentence embeddings.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,14 +19,6 @@ import numpy as np
 from evaluation.encoder import TextEncoder
 
 GOLDEN_METRICS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_p", "bertscore_r", "bertscore_f1", "semantic_similarity")
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-def split_sentences(text: str, min_chars: int = 3) -> list[str]:
-    """Sentences of a text: split after . ! ? and at line breaks; fragments under `min_chars` dropped."""
-    return [s.strip() for s in _SENTENCE_END.split(text or "") if len(s.strip()) >= min_chars]
-
 
 def bleu(hypothesis: str, reference: str) -> float:
     """Sentence BLEU, 0-100 (100: identical)."""

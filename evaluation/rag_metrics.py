@@ -27,9 +27,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from evaluation.encoder import TextEncoder
-from evaluation.metrics import split_sentences
+from textutils import split_sentences
 
 RAG_METRICS = ("faithfulness", "answer_relevance", "context_precision", "context_recall")
+STATEMENT_MIN_CHARS = 3  # shorter pieces ("OK.", "1.") are no statement to support
+
+
+def _statements(text: str) -> list[str]:
+    return split_sentences(text, min_chars=STATEMENT_MIN_CHARS)
 
 
 def _supported_share(claims: Sequence[str], context_sentences: Sequence[str], encoder: TextEncoder, threshold: float) -> float | None:
@@ -43,13 +48,13 @@ def _supported_share(claims: Sequence[str], context_sentences: Sequence[str], en
 
 
 def faithfulness(answer: str, contexts: Sequence[str], encoder: TextEncoder, threshold: float) -> float | None:
-    context_sentences = [s for context in contexts for s in split_sentences(context)]
-    return _supported_share(split_sentences(answer), context_sentences, encoder, threshold)
+    context_sentences = [s for context in contexts for s in _statements(context)]
+    return _supported_share(_statements(answer), context_sentences, encoder, threshold)
 
 
 def context_recall(reference: str, contexts: Sequence[str], encoder: TextEncoder, threshold: float) -> float | None:
-    context_sentences = [s for context in contexts for s in split_sentences(context)]
-    return _supported_share(split_sentences(reference), context_sentences, encoder, threshold)
+    context_sentences = [s for context in contexts for s in _statements(context)]
+    return _supported_share(_statements(reference), context_sentences, encoder, threshold)
 
 
 def average_precision(relevant: Sequence[bool]) -> float:

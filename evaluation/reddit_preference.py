@@ -85,7 +85,8 @@ def thread_pairs(thread_id: str, question: str, comments: Sequence[Mapping], *, 
 def build_pairs(settings: Settings, config, questions: Mapping[str, str]) -> tuple[list[RedditPair], str]:
     """The Reddit-preference pairs of the golden threads (thread-id order), and a note saying
     why there are none when there are none. `questions`: thread id -> the golden question."""
-    from training.datasets import DatasetsConfig, load_golden_thread_ids, threads_exist
+    from corpus import load_golden_thread_ids, threads_exist
+    from training.datasets import DatasetsConfig
 
     golden = load_golden_thread_ids(settings.path("datasets"))
     if not golden:

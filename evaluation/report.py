@@ -25,6 +25,7 @@ from evaluation.metrics import GOLDEN_METRICS
 from evaluation.rag_metrics import RAG_METRICS
 from evaluation.reddit_preference import preference
 from evaluation.runner import RESULTS_FILE
+from fsutils import write_text_atomic
 from settings import Settings
 
 REPORT_FILE = "report.md"
@@ -289,11 +290,7 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
         lines.append(f"The run took {seconds:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
                      + f") on {results.get('machine') or 'an unrecorded machine'}; cached work costs nothing on a rerun.")
     lines.append("Cache use in the run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items()) + ".")
-    path = out / REPORT_FILE
-    temporary = path.with_suffix(".md.tmp")
-    temporary.write_text("\n".join(lines) + "\n")
-    temporary.replace(path)
-    return path
+    return write_text_atomic(out / REPORT_FILE, "\n".join(lines) + "\n")
 
 
 def evaluator_labels() -> list[tuple[str, str]]:

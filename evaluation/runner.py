@@ -32,6 +32,7 @@ from evaluation.judge import (
 from evaluation.metrics import golden_metrics
 from evaluation.rag_metrics import answer_relevance, faithfulness, rag_metrics
 from evaluation.reddit_preference import OTHER, UPVOTED, build_pairs
+from fsutils import files_digest, write_text_atomic
 from settings import Settings
 
 
@@ -294,11 +295,7 @@ def run_evaluation(
         "machine": machine_description(),
         "notices": notices,
     }
-    config.directory.mkdir(parents=True, exist_ok=True)
-    path = config.directory / RESULTS_FILE
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    temporary.replace(path)  # a report never reads a half-written file
+    path = write_text_atomic(config.directory / RESULTS_FILE, json.dumps(results, indent=1, ensure_ascii=False))
     return RunResult(path, stats, notices)
 
 
@@ -473,29 +470,13 @@ def _reddit_preference(settings, config, rag, judge, cache, golden, stats, repor
 
 
 # --------------------------------------------------------------------------------- pipeline step
-def _files_digest(folder: Path, pattern: str = "*") -> str | None:
-    """A hash of the files under `folder` matching `pattern` (None when there are none)."""
-    import hashlib
-
-    files = sorted(p for p in Path(folder).rglob(pattern) if p.is_file()) if Path(folder).is_dir() else []
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(folder)).encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def inputs_fingerprint(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
     """Everything a run's results depend on, for the pipeline's `evaluate` step to tell whether
     the report is current: the evaluation settings and scorer version, the golden data and the
     threads (Reddit pairs), every configured adapter's weights, the base model and its prompts,
     and which judge endpoint the environment names (never the key). The index is the caller's
     to add (the pipeline has its stamp; the store's files change when it is merely opened)."""
-    from chatbot.adapters import ADAPTER_WEIGHT_FILES
+    from modeling.adapters import ADAPTER_WEIGHT_FILES
 
     environ = os.environ if environ is None else environ
     config = EvaluationConfig.from_settings(settings)
@@ -509,7 +490,7 @@ def inputs_fingerprint(settings: Settings, environ: Mapping[str, str] | None = N
     return text_hash(
         "evaluation-inputs", SCORER_VERSION, settings.get("evaluation"), settings.get("model"),
         settings.get("generation"), settings.get("retrieval"), settings.get("embedder"), settings.get("data.datasets"),
-        _files_digest(datasets_dir / "golden", "*.arrow"), _files_digest(settings.path("threads"), "data-*.arrow"),
+        files_digest(datasets_dir / "golden", "*.arrow"), files_digest(settings.path("threads"), "data-*.arrow"),
         adapters,
         [(environ.get(name) or "").strip() for name in (config.judge.base_url_env, config.judge.model_env)],
     )[:16]

@@ -10,7 +10,7 @@ votes" rewrites the report from the last run's results and the current arena vot
 no model involved).
 
 Loss curves are matplotlib figures drawn from each adapter's `log_history.json` (the trainer's
-log, written next to the weights by training.common.write_adapter).
+log, written next to the weights by training.adapter_output.write_adapter).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from evaluation.config import EvaluationConfig
 from evaluation.report import REPORT_FILE
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-LOG_HISTORY_FILE = "log_history.json"  # the name training.common.write_adapter gives the trainer's log
+LOG_HISTORY_FILE = "log_history.json"  # the name training.adapter_output.write_adapter gives the trainer's log
 NO_REPORT = ("No evaluation report yet. The pipeline's last step writes it (`make run`, or "
              "`python -m training pipeline`); **Run the evaluation** below does the same on the models served here.")
 POLL_SECONDS = 1.0

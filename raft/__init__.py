@@ -21,7 +21,6 @@ from raft.format import (
     order_documents,
     parse_answer,
     system_prompt_with_documents,
-    thread_document_text,
 )
 
 __all__ = [
@@ -39,5 +38,4 @@ __all__ = [
     "order_documents",
     "parse_answer",
     "system_prompt_with_documents",
-    "thread_document_text",
 ]

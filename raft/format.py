@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 BEGIN_QUOTE = "##begin_quote##"
 END_QUOTE = "##end_quote##"
@@ -77,18 +77,6 @@ class QuoteCheck:
     @property
     def found(self) -> bool:
         return self.doc_id is not None
-
-
-def thread_document_text(title: str, body: str, comments: Iterable[Mapping], max_comments: int = 3) -> str:
-    """The readable text of a cleaned thread: what is indexed, retrieved and quoted."""
-    parts = [title.strip()]
-    if body and body.strip():
-        parts.append(body.strip())
-    for comment in list(comments)[:max_comments]:
-        text = str(comment.get("body", "")).strip()
-        if text:
-            parts.append(f"Reply: {text}")
-    return "\n\n".join(parts)
 
 
 def order_documents(documents: Iterable[Document]) -> list[Document]:

@@ -5,7 +5,7 @@
     python -m retrieval index | query "..."      the same from the command line
 
 Names are imported on first use: training imports retrieval.chunking and must not pay for
-chromadb or sentence-transformers.
+chromadb or sentence-transformers. ThreadsMissingError is the corpus's (corpus/threads.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _EXPORTS = {
     "ChromaConfig": "retrieval.config",
     "BUILD_COMMAND": "retrieval.store",
     "IndexReport": "retrieval.indexing",
-    "ThreadsMissingError": "retrieval.indexing",
+    "ThreadsMissingError": "corpus.threads",
     "build_index": "retrieval.indexing",
     "Hit": "retrieval.search",
     "ReplySpan": "retrieval.search",

@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _index(args, settings) -> int:
-    from retrieval.indexing import ThreadsMissingError, build_index
+    from corpus import ThreadsMissingError
+    from retrieval.indexing import build_index
     from retrieval.store import ChromaUnavailableError
 
     try:

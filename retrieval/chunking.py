@@ -6,15 +6,14 @@ and silently ignores the rest, so a chunk longer than that is indexed by its hea
 RAFT prompts are sized in tokens. The chunk length is therefore `retrieval.chunk_tokens`,
 capped by the embedder's own limit (minus its special tokens), read from the embedder itself.
 
-RAFT's oracle and distractor documents are cut by this same function (`chunk_thread`) as the
-indexed ones, so the adapter trains on documents that look like what retrieval returns.
+RAFT's oracle and distractor documents are cut by this same chunker (through corpus.chunk_thread)
+as the indexed ones, so the adapter trains on documents that look like what retrieval returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Preferred cut points, best first: a paragraph break, a sentence end, any whitespace.
@@ -97,13 +96,3 @@ def chunker_from_settings(settings) -> TokenChunker:
     embedder = Embedder.from_settings(settings)
     return TokenChunker.for_embedder(embedder.tokenizer, embedder.max_seq_length,
                                      config.chunk_tokens, config.chunk_overlap_tokens)
-
-
-def chunk_thread(thread: Mapping[str, Any], chunker: TokenChunker, max_comments: int) -> list[tuple[str, str]]:
-    """(chunk id, text) of a thread, chunk n of thread t having id "t-n": the one rule indexing
-    and the RAFT datasets both use."""
-    from raft import thread_document_text
-
-    comments: Iterable[Mapping] = thread.get("comments") or []
-    text = thread_document_text(str(thread.get("title") or ""), str(thread.get("body") or ""), comments, max_comments)
-    return [(f"{thread['thread_id']}-{n}", piece) for n, piece in enumerate(chunker.chunk(text))]

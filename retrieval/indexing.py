@@ -1,8 +1,8 @@
 """Index cleaned threads into Chroma, incrementally.
 
-Each thread's document text (raft.thread_document_text) is cut by retrieval.chunking.chunk_thread
-into chunks counted in the embedder's tokens (never longer than it reads); chunk n of thread t
-has id "t-n". A chunk is embedded only when its text is new or changed (compared by
+Each thread's document text is cut by corpus.chunk_thread with retrieval.chunking's chunker into
+chunks counted in the embedder's tokens (never longer than it reads); chunk n of thread t has
+id "t-n" (corpus/). A chunk is embedded only when its text is new or changed (compared by
 a content hash kept in its metadata), so re-running the indexer on the same threads embeds and
 writes nothing. The collection mirrors the threads dataset it was last built from: chunks of
 threads that got shorter, disappeared or became golden (held out for evaluation) are removed.
@@ -20,19 +20,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from raft import thread_document_text
-from retrieval.chunking import TokenChunker, chunk_thread, chunker_from_settings
+from corpus import chunk_thread, load_golden_thread_ids, load_threads, reply_spans, thread_document_text
+from retrieval.chunking import TokenChunker, chunker_from_settings
 from retrieval.config import RetrievalConfig
 from retrieval.embedder import Embedder
 from retrieval.store import open_client, open_for_build, other_embedder_collections
 
 # ingest writes the threads; build writes golden_thread_ids.json, which indexing leaves out.
 THREADS_COMMAND = "python -m training ingest && python -m training build"
-GOLDEN_IDS_FILE = "golden_thread_ids.json"
-
-
-class ThreadsMissingError(FileNotFoundError):
-    """There is no cleaned threads dataset to index; the message says how to make one."""
 
 
 @dataclasses.dataclass
@@ -78,7 +73,9 @@ class IndexReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Chunk:
+class IndexedChunk:
+    """One chunk as the index stores it: corpus id, text, and its Chroma metadata."""
+
     chunk_id: str
     text: str
     metadata: dict
@@ -86,55 +83,6 @@ class _Chunk:
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def load_threads(path: Path):
-    """The cleaned threads dataset, or ThreadsMissingError saying how to build it."""
-    missing = ThreadsMissingError(f"no cleaned threads dataset at {path}; build it first with: {THREADS_COMMAND}")
-    if not Path(path).is_dir():
-        raise missing
-    import datasets
-
-    try:
-        return datasets.load_from_disk(str(path))
-    except FileNotFoundError as err:  # a folder without a saved dataset in it
-        raise missing from err
-
-
-def golden_thread_ids(datasets_dir: Path) -> set[str]:
-    """Threads held out for evaluation: their answers must not be retrievable."""
-    path = Path(datasets_dir) / GOLDEN_IDS_FILE
-    if not path.exists():
-        return set()
-    data = json.loads(path.read_text())
-    if isinstance(data, dict):
-        data = data.get("thread_ids", [])
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of thread ids (or {{'thread_ids': [...]}})")
-    return {str(thread_id) for thread_id in data}
-
-
-def _reply_spans(text: str, comments: list, max_comments: int) -> list[dict]:
-    """Where each reply's body lies in the thread's document text (character offsets), with the
-    reply's own id, score and date: the chat's evidence cites the reply, not the thread."""
-    spans, cursor = [], 0
-    for comment in list(comments)[:max_comments]:
-        body = str(comment.get("body", "")).strip()
-        if not body:
-            continue
-        start = text.find(f"Reply: {body}", cursor)
-        if start < 0:  # cannot happen with thread_document_text's layout; never guess a span
-            continue
-        start += len("Reply: ")
-        cursor = start + len(body)
-        spans.append({
-            "comment_id": str(comment.get("comment_id") or ""),
-            "score": int(comment.get("score") or 0),
-            "created_utc": int(comment.get("created_utc") or 0),
-            "start": start,
-            "end": cursor,
-        })
-    return spans
 
 
 def _chunk_replies(spans: list[dict], chunk_start: int, chunk_length: int) -> str:
@@ -149,10 +97,10 @@ def _chunk_replies(spans: list[dict], chunk_start: int, chunk_length: int) -> st
     return json.dumps(inside, separators=(",", ":"))
 
 
-def thread_chunks(thread: dict, config: RetrievalConfig, chunker: TokenChunker) -> list[_Chunk]:
+def thread_chunks(thread: dict, config: RetrievalConfig, chunker: TokenChunker) -> list[IndexedChunk]:
     comments = thread.get("comments") or []
     text = thread_document_text(thread["title"], thread.get("body") or "", comments, config.max_comments)
-    spans = _reply_spans(text, comments, config.max_comments)
+    spans = reply_spans(text, comments, config.max_comments)
     chunks = []
     chunk_start = 0
     for number, (chunk_id, chunk) in enumerate(chunk_thread(thread, chunker, config.max_comments)):
@@ -170,7 +118,7 @@ def thread_chunks(thread: dict, config: RetrievalConfig, chunker: TokenChunker) 
             "content_hash": content_hash(chunk),
             "replies": _chunk_replies(spans, chunk_start, len(chunk)) if found >= 0 else "[]",
         }
-        chunks.append(_Chunk(chunk_id, chunk, metadata))
+        chunks.append(IndexedChunk(chunk_id, chunk, metadata))
     return chunks
 
 
@@ -202,8 +150,8 @@ def build_index(
     """Bring the configured embedder's collection up to date with the threads dataset."""
     started = time.perf_counter()
     config = RetrievalConfig.from_settings(settings)
-    threads = load_threads(Path(threads_path) if threads_path else settings.path("threads"))
-    golden = golden_thread_ids(settings.path("datasets"))
+    threads = load_threads(Path(threads_path) if threads_path else settings.path("threads"), THREADS_COMMAND)
+    golden = load_golden_thread_ids(settings.path("datasets"))
     embedder = Embedder.from_settings(settings)
     chunker = chunker_from_settings(settings)
     client = open_client(settings)  # the local folder or the Chroma server (retrieval.chroma)
@@ -228,8 +176,8 @@ def build_index(
 
     existing = _existing_metadata(collection, client.get_max_batch_size())
     wanted: set[str] = set()
-    to_embed: list[_Chunk] = []
-    to_refresh: list[_Chunk] = []
+    to_embed: list[IndexedChunk] = []
+    to_refresh: list[IndexedChunk] = []
     for thread in threads:
         if str(thread["thread_id"]) in golden:
             report.golden_excluded += 1

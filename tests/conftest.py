@@ -84,8 +84,8 @@ def make_lora_adapter(settings, target: Path, *, seed: int, base_model_id: str |
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from chatbot.adapters import ADAPTER_METADATA_FILE
-    from chatbot.base_model import ModelConfig, prepare_checkpoint
+    from modeling.adapters import ADAPTER_METADATA_FILE
+    from modeling.base_model import ModelConfig, prepare_checkpoint
 
     config = ModelConfig.from_settings(settings)
     checkpoint = prepare_checkpoint(config, settings.path("models"))

@@ -76,9 +76,9 @@ def test_batched_rows_predict_what_the_model_predicts_for_them_alone(engine):
     up to float rounding between batch shapes (>= 99% agreement)."""
     import torch
 
-    from chatbot.adapters import BASE_ADAPTER
     from chatbot.decode import DecodeBatch, Row
     from chatbot.sampling import SamplingConfig
+    from modeling.adapters import BASE_ADAPTER
 
     class Recorder:
         def __init__(self):
@@ -118,11 +118,11 @@ def test_batched_rows_predict_what_the_model_predicts_for_them_alone(engine):
 @pytest.fixture()
 def small_engine(engine, settings):
     """A second engine on the same base with tight limits: one row at a time, one waiting."""
-    from chatbot.base_model import ModelConfig, load_base
+    from chatbot.calibration import load_serving_base
     from chatbot.local_engine import ChatEngine
 
     tight = ChatEngine(
-        load_base(ModelConfig.from_settings(settings), settings.path("models")),
+        load_serving_base(settings),
         system_prompt=engine.system_prompt,
         sampling=engine.sampling,
         max_batch_rows=1,

@@ -1,4 +1,4 @@
-"""The per-method datasets (training/datasets.py) built from small constructed threads.
+"""The per-method datasets (training/datasets/) built from small constructed threads.
 
 Threads are real `datasets` Datasets with the cleaned-thread schema; every assertion is checked
 against the threads themselves (chunks recomputed with the shared chunker), not against the
@@ -19,9 +19,10 @@ import pytest
 from datasets import Dataset, DatasetDict, Features, Value, load_from_disk
 
 from raft import ANSWER_TAG, BEGIN_QUOTE, has_documents, parse_answer
-from retrieval.chunking import chunk_thread, chunker_from_settings
+from corpus import chunk_thread, load_golden_thread_ids
+from retrieval.chunking import chunker_from_settings
 from settings import ConfigError, load_settings
-from training.datasets import DatasetBuildError, DatasetsConfig, build_datasets, load_golden_thread_ids
+from training.datasets import DatasetBuildError, DatasetsConfig, build_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -38,13 +38,13 @@ def _next_token_agreement(a, b, ids) -> float:
 
 @pytest.mark.parametrize("quantization", ["nf4", "int8"])
 def test_quantized_bases_are_small_and_predict_like_the_full_precision_model(settings, quantization):
-    """nf4 (bitsandbytes, double quant) and int8 (chatbot/int8.py) against the fp32 base: a
+    """nf4 (bitsandbytes, double quant) and int8 (modeling/int8.py) against the fp32 base: a
     fraction of the memory, and nearly always the same next token."""
     import bitsandbytes as bnb
     import torch
 
-    from chatbot.base_model import ModelConfig, load_base
-    from chatbot.int8 import Int8Linear
+    from modeling.base_model import ModelConfig, load_base
+    from modeling.int8 import Int8Linear
 
     config = ModelConfig.from_settings(settings.with_overrides({"model": {"compute_dtype": "float32"}}))
     full = load_base(config, settings.path("models"), quantization="none")
@@ -68,11 +68,11 @@ def test_quantized_bases_are_small_and_predict_like_the_full_precision_model(set
 
 
 def test_packed_adapters_compute_exactly_what_peft_computes(engine):
-    """chatbot/multi_lora.py packs every adapter of a layer into two matmuls; the logits for a
+    """modeling/multi_lora.py packs every adapter of a layer into two matmuls; the logits for a
     batch mixing adapters (and the bare base) must equal peft's own per-adapter forward."""
     import torch
 
-    from chatbot.multi_lora import pack_adapters, unpack_adapters
+    from modeling.multi_lora import pack_adapters, unpack_adapters
 
     ids = torch.tensor([engine.build_prompt(QUESTION)] * 3)
     names = ["qlora", "__base__", "raft"]
@@ -312,7 +312,7 @@ def test_on_zero_gpu_each_request_is_generated_inside_a_spaces_gpu_call(engine, 
     import sys
     import textwrap
 
-    from chatbot.base_model import ModelConfig, load_base
+    from chatbot.calibration import load_serving_base
 
     (tmp_path / "spaces.py").write_text(
         textwrap.dedent(
@@ -336,7 +336,7 @@ def test_on_zero_gpu_each_request_is_generated_inside_a_spaces_gpu_call(engine, 
     monkeypatch.setenv("SPACE_ID", "someone/wayfarer")
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # set by Hugging Face on ZeroGPU hardware only
 
-    loaded = load_base(ModelConfig.from_settings(settings), settings.path("models"))
+    loaded = load_serving_base(settings)
     zero = ChatEngine(loaded, system_prompt=engine.system_prompt, sampling=engine.sampling, gpu_duration_s=90)
     try:
         zero.load_adapter("qlora", adapters_dir / "qlora")

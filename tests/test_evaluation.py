@@ -22,8 +22,9 @@ from evaluation.judge import (
     parse_pairwise_verdict,
     summarize_pairwise,
 )
-from evaluation.metrics import bertscore, bleu, rouge, semantic_similarity, split_sentences
+from evaluation.metrics import bertscore, bleu, rouge, semantic_similarity
 from evaluation.rag_metrics import average_precision, context_recall, faithfulness
+from textutils import split_sentences
 
 SESSION = hash_session("test-salt", "evaluation-tests")
 REFERENCE = "Take the Keisei Access Express from Narita to Nippori; it is the cheapest way into Tokyo."

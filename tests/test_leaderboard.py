@@ -221,7 +221,7 @@ def test_export_writes_dpo_pairs_skips_ties_and_keeps_both_bad_as_negatives(tmp_
     from transformers import AutoTokenizer
     from trl.data_utils import apply_chat_template, is_conversational
 
-    from chatbot.base_model import ModelConfig, prepare_checkpoint
+    from modeling.base_model import ModelConfig, prepare_checkpoint
 
     store = SQLiteVoteStore(tmp_path / "votes.sqlite3")
     fill_store(store)

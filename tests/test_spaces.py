@@ -195,7 +195,7 @@ def _fake_hub_cache(cache: Path, repo_id: str, checkpoint: Path) -> None:
 def _base_checkpoint(settings) -> Path:
     """The local profile's base model as a normal checkpoint (converted from the packaged GGUF
     into var/models the first time, like the app does)."""
-    from chatbot.base_model import ModelConfig, prepare_checkpoint
+    from modeling.base_model import ModelConfig, prepare_checkpoint
 
     return Path(prepare_checkpoint(ModelConfig.from_settings(settings), settings.path("models")))
 

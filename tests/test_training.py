@@ -152,8 +152,8 @@ def test_sft_loss_is_on_the_assistant_turn_only_with_the_served_system_prompt(ql
 
 
 def test_qlora_writes_a_complete_adapter_with_its_metadata(qlora, demo):
-    from chatbot.adapters import ADAPTER_METADATA_FILE
-    from training.common import dataset_fingerprint
+    from modeling.adapters import ADAPTER_METADATA_FILE
+    from training.examples import dataset_fingerprint
 
     result = qlora[2]
     folder = demo.path("adapters") / "qlora"
@@ -213,7 +213,7 @@ def test_dpo_starts_from_the_raft_adapter_which_stays_its_frozen_reference(dpo, 
 
 
 def test_rlhf_refuses_without_the_raft_adapter(tmp_path):
-    from training.common import TrainingError
+    from training.errors import TrainingError
     from training.rlhf import run_rlhf
 
     settings = make_settings(tmp_path)
@@ -240,7 +240,7 @@ def test_the_engine_serves_all_three_adapters_and_each_answers_differently_from_
 
 
 def test_an_adapter_recorded_for_another_base_model_is_refused(demo, qlora, tmp_path):
-    from chatbot.adapters import ADAPTER_METADATA_FILE, AdapterLoadError, check_adapter_dir
+    from modeling.adapters import ADAPTER_METADATA_FILE, AdapterLoadError, check_adapter_dir
 
     other = tmp_path / "qlora"
     shutil.copytree(demo.path("adapters") / "qlora", other)
@@ -255,8 +255,9 @@ def test_an_adapter_recorded_for_another_base_model_is_refused(demo, qlora, tmp_
 def test_the_golden_split_is_in_no_training_set(demo):
     from datasets import load_from_disk
 
-    from training.common import TrainingError, check_no_golden
-    from training.datasets import load_golden_thread_ids
+    from training.errors import TrainingError
+    from training.examples import check_no_golden
+    from corpus import load_golden_thread_ids
 
     datasets_dir = demo.path("datasets")
     golden = load_golden_thread_ids(datasets_dir)
@@ -373,7 +374,7 @@ def test_adapters_record_their_precision_drops_and_samples(qlora, raft_adapter, 
 
 
 def test_auto_precision_is_bf16_exactly_when_the_cpu_has_bf16_units(tmp_path):
-    from training.common import cpu_has_bf16_units, training_precision
+    from training.precision import cpu_has_bf16_units, training_precision
     from training.config import TrainingConfig
 
     settings = make_settings(tmp_path).with_overrides({"training": {"compute_dtype": "auto"}})
@@ -387,7 +388,7 @@ def test_auto_precision_is_bf16_exactly_when_the_cpu_has_bf16_units(tmp_path):
 def test_progress_lines_say_step_total_elapsed_and_eta():
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from training.common import progress_callback
+    from training.runs import progress_callback
 
     lines = []
     callback = progress_callback("raft", log=lines.append)

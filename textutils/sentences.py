@@ -3,9 +3,8 @@
 
 A regex rather than a tokenizer model (nltk punkt, spaCy): Reddit replies are informal, the
 pieces must stay verbatim spans of the text (a quote is checked by substring search), and this
-must import without downloads. It is the rule training/datasets.py used for RAFT quotes,
-which evaluation/metrics.py approximated: split at line breaks and after . ! ? followed by
-white space, and drop a list marker ("- ", "* ", "1. ", "> ") at the front of a piece.
+must import without downloads. The rule: split at line breaks and after . ! ? followed by white
+space, and drop a list marker ("- ", "* ", "1. ", "> ") at the front of a piece.
 """
 
 from __future__ import annotations

@@ -469,18 +469,3 @@ class ThreadBuilder:
                 for reply, depth in unique[:cap]
             ],
         }
-
-
-def build_threads(
-    records: Iterable[Mapping[str, Any] | tuple[Mapping[str, Any], str | None]],
-    config: CleaningConfig,
-    subreddits: Iterable[str],
-) -> tuple[list[dict[str, Any]], CleaningStats]:
-    """All of cleaning in one call: records (or (record, kind hint) pairs) -> threads, counts."""
-    builder = ThreadBuilder(config, subreddits)
-    for item in records:
-        if isinstance(item, tuple):
-            builder.add(*item)
-        else:
-            builder.add(item)
-    return builder.finish(), builder.stats

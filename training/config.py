@@ -86,7 +86,7 @@ class OnlineSettings(RunSettings):
 class TrainingConfig:
     seed: int = 1234
     compute_dtype: str | None = None    # bfloat16, float32, auto (bf16 when the hardware has bf16 units)
-                                        # or null (model.compute_dtype); see training.common.training_precision
+                                        # or null (model.compute_dtype); see training.precision.training_precision
     quantization: str = "nf4"           # base weights while training: nf4 (QLoRA) or none (float32 + LoRA)
     rlhf_method: str = "dpo"            # dpo (default, stable on small data) or online
     rlhf_start_adapter: str = "raft"    # RLHF starts from (and, for DPO, is anchored to) this adapter

@@ -21,12 +21,12 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from fsutils import replacing_folder
 
 REPORT_FILE = "report.json"
 
@@ -167,10 +167,7 @@ def save_threads(threads: list[dict], output: Path, report: dict[str, Any], prog
 
     if output.exists() and not output.is_dir():
         raise IngestError(f"output {output} exists and is not a folder")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it owner-only; the result is an ordinary folder
+    with replacing_folder(output) as staging:
         content = json.dumps(threads, sort_keys=True, ensure_ascii=False).encode()
         dataset = datasets.Dataset.from_list(threads, features=thread_features())
         # A content fingerprint instead of a random one keeps state.json identical across reruns.
@@ -184,16 +181,6 @@ def save_threads(threads: list[dict], output: Path, report: dict[str, Any], prog
             if bars_were_on:
                 datasets.enable_progress_bars()
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        old = None
-        if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            output.rename(old / output.name)
-        staging.rename(output)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _saved_threads(output: Path) -> tuple[list[dict], list[dict]]:

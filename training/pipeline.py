@@ -22,16 +22,18 @@ own (then a changed corpus refreshes them). Threads from the user's dumps or the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fsutils import files_digest, write_text_atomic
 from settings import ConfigError, Settings, apply_runtime
-from training.common import TrainingError, dataset_fingerprint, read_metadata
+from training.adapter_output import read_metadata
 from training.config import config_hash
+from training.errors import TrainingError
+from training.examples import dataset_fingerprint
 
 STATE_FILE = "pipeline_state.json"
 STEP_ORDER = ("ingest", "index", "build", "qlora", "raft", "rlhf", "evaluate")
@@ -92,36 +94,20 @@ def _read_state(settings: Settings) -> dict:
 def _write_stamp(settings: Settings, step: str, fingerprint: str) -> None:
     state = _read_state(settings)
     state[step] = {"inputs_fingerprint": fingerprint, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = _state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    scratch.replace(path)
+    write_text_atomic(_state_path(settings), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def _record_seconds(settings: Settings, step: str, seconds: float) -> None:
     """How long the step's last run took (bench/study_bench.py prints the first run's times)."""
     state = _read_state(settings)
     state.setdefault(step, {})["seconds"] = round(seconds, 1)
-    path = _state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    scratch.replace(path)
-
-
-def _files_fingerprint(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(folder)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
+    write_text_atomic(_state_path(settings), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------------------------------ steps
 # Each step: (fingerprint of its inputs now or None when unknown, is-its-output-there, run it).
 def _ingest_fingerprint(settings: Settings) -> str:
-    return config_hash({"corpus": _files_fingerprint(settings.path("demo_corpus")),
+    return config_hash({"corpus": files_digest(settings.path("demo_corpus")),
                         "subreddits": settings.get("data.subreddits"), "cleaning": settings.get("data.cleaning")})
 
 
@@ -218,7 +204,8 @@ def _adapter_current(settings: Settings, name: str, fingerprint: str) -> bool:
 def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set[str] = frozenset(),
                  until: str | None = None, demo: bool = False,
                  log: Callable[[str], None] = print) -> PipelineOutcome:
-    from training.datasets import DATASET_NAMES, threads_exist
+    from corpus import threads_exist
+    from training.datasets import DATASET_NAMES
 
     outcome = PipelineOutcome()
     steps = STEP_ORDER[: STEP_ORDER.index(until) + 1] if until else STEP_ORDER

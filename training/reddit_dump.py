@@ -143,11 +143,3 @@ def _parse_line(line: str) -> dict | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def read_dumps(paths: Iterable[str | Path], stats: DumpStats | None = None) -> Iterator[tuple[Path, dict]]:
-    """(file, record) for every record of every input, files in `expand_inputs` order."""
-    stats = stats if stats is not None else DumpStats()
-    for path in expand_inputs(paths):
-        for record in read_dump_file(path, stats):
-            yield path, record

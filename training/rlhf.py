@@ -18,32 +18,33 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chatbot.adapters import ADAPTER_CONFIG_FILE
+from modeling.adapters import ADAPTER_CONFIG_FILE
 from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
-from training.common import (
-    TRAIN,
-    VALIDATION,
-    Stopwatch,
-    TrainingError,
+from training.adapter_output import (
     TrainingResult,
     build_metadata,
+    inputs_fingerprint,
+    read_metadata,
+    write_adapter,
+)
+from training.datasets.config import TRAIN, VALIDATION
+from training.errors import TrainingError
+from training.examples import (
     check_no_golden,
     dataset_fingerprint,
-    final_evaluation,
-    inputs_fingerprint,
-    load_reward_base,
     load_splits,
-    load_training_base,
-    lora_config,
-    progress_callback,
-    loss_summary,
-    read_metadata,
     sample_rows,
+    with_system_prompt,
+)
+from training.model import load_reward_base, load_training_base, lora_config
+from training.runs import (
+    Stopwatch,
+    final_evaluation,
+    loss_summary,
+    progress_callback,
     set_seed,
     training_arguments,
-    with_system_prompt,
-    write_adapter,
 )
 from training.config import TrainingConfig
 
@@ -159,7 +160,7 @@ def _data_record(settings, config, fingerprints, rows) -> dict:
 
 
 def require_start_adapter(settings: Settings, config: TrainingConfig) -> Path:
-    from chatbot.base_model import ModelConfig
+    from modeling.base_model import ModelConfig
 
     start = settings.path("adapters") / config.rlhf_start_adapter
     if not (start / ADAPTER_CONFIG_FILE).exists():

@@ -16,28 +16,25 @@ from pathlib import Path
 
 from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
-from training.common import (
-    TRAIN,
-    VALIDATION,
-    Stopwatch,
-    TrainingError,
-    TrainingResult,
-    build_metadata,
+from training.adapter_output import TrainingResult, build_metadata, inputs_fingerprint, write_adapter
+from training.datasets.config import TRAIN, VALIDATION
+from training.errors import TrainingError
+from training.examples import (
     check_no_golden,
     dataset_fingerprint,
-    final_evaluation,
     drop_prompts_too_long,
-    inputs_fingerprint,
     load_splits,
-    progress_callback,
-    load_training_base,
-    lora_config,
-    loss_summary,
     sample_rows,
-    set_seed,
     to_prompt_completion,
+)
+from training.model import load_training_base, lora_config
+from training.runs import (
+    Stopwatch,
+    final_evaluation,
+    loss_summary,
+    progress_callback,
+    set_seed,
     training_arguments,
-    write_adapter,
 )
 from training.config import TrainingConfig
 

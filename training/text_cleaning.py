@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from textutils import clip
+
 _MAX_UNESCAPE_ROUNDS = 5
 
 _ZERO_WIDTH_RE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
@@ -266,16 +268,6 @@ def normalise_whitespace(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def truncate(text: str, max_chars: int) -> str:
-    """Cut at a word boundary and mark the cut with an ellipsis."""
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max_chars - 1]
-    if " " in cut[max_chars // 2 :]:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip() + "…"
-
-
 def clean_text(raw: Any, max_chars: int | None = None) -> str:
     """Raw Reddit text -> readable plain text with personal data scrubbed."""
     if not isinstance(raw, str):
@@ -286,7 +278,7 @@ def clean_text(raw: Any, max_chars: int | None = None) -> str:
     text = strip_markdown(text)
     text = scrub_personal_data(text)
     text = normalise_whitespace(text)
-    return truncate(text, max_chars) if max_chars else text
+    return clip(text, max_chars) if max_chars else text
 
 
 def clean_title(raw: Any, max_chars: int) -> str:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from fsutils import replacing_folder
 from settings import Settings, build_dataclass, resolve_model_ref
 
 CHECKPOINT_MARKER = "wayfarer-checkpoint.json"
@@ -27,7 +25,7 @@ class ModelConfig:
 
     base: str
     gguf_file: str | None = None
-    quantization: str = "nf4"  # one of QUANTIZATIONS, or "auto" (chatbot/calibration.py)
+    quantization: str = "nf4"  # one of QUANTIZATIONS, or "auto" (resolved by chatbot/calibration.py)
     compute_dtype: str = "bfloat16"
     device: str = "auto"
     adapters: tuple[str, ...] = ()
@@ -41,8 +39,8 @@ class ModelConfig:
 
 
 # nf4: bitsandbytes 4-bit NF4 with double quantization (QLoRA's format; the GPU default).
-# int8: weight-only int8 (chatbot/int8.py), the fastest format on a CPU. none: compute_dtype.
-# auto: the fastest of them on this machine (chatbot/calibration.py; a GPU keeps nf4).
+# int8: weight-only int8 (modeling/int8.py), the fastest format on a CPU. none: compute_dtype.
+# auto: the fastest of them on this machine, measured by serving (chatbot/calibration.py; a GPU keeps nf4).
 QUANTIZATIONS = ("nf4", "int8", "none")
 AUTO = "auto"
 
@@ -97,11 +95,10 @@ def _convert_gguf(gguf_path: Path, target: Path, fingerprint: str) -> None:
         file=sys.stderr,
         flush=True,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a private folder and rename at the end, so an interrupted conversion or two
-    # processes converting at once never leave a half-written checkpoint behind.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    # processes converting at once never leave a half-written checkpoint behind; when another
+    # process finished first, its checkpoint is identical and kept.
+    with replacing_folder(target, keep_existing=True) as scratch:
         source_dir, name = str(gguf_path.parent), gguf_path.name
         tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=name)
         # fp32 keeps the de-quantized values exactly; the 4-bit load re-quantizes from them.
@@ -114,26 +111,7 @@ def _convert_gguf(gguf_path: Path, target: Path, fingerprint: str) -> None:
         tokenizer.save_pretrained(scratch)
         marker = {"source": gguf_path.name, "fingerprint": fingerprint}
         (scratch / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=2))
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / CHECKPOINT_MARKER).exists():
-                raise
-            # Another process finished first; its checkpoint is identical.
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     print(f"[wayfarer] Embedded model ready at {target}.", file=sys.stderr, flush=True)
-
-
-def resolve_quantization(settings: Settings):
-    """The format `model.quantization` means on this machine, with the reason (a
-    chatbot.calibration.QuantizationChoice); `auto` is measured once per machine and cached."""
-    from chatbot.calibration import QuantizationChoice, choose_quantization
-
-    config = ModelConfig.from_settings(settings)
-    if config.quantization != AUTO:
-        return QuantizationChoice(config.quantization, "configured (model.quantization)")
-    return choose_quantization(config, settings.path("models"), resolve_device(config.device))
 
 
 def resolve_device(requested: str) -> str:
@@ -145,7 +123,8 @@ def resolve_device(requested: str) -> str:
 
 
 def load_base(
-    config: ModelConfig, models_dir: Path, *, quantization: str | None = None, model_class=None, **model_kwargs
+    config: ModelConfig, models_dir: Path, *, quantization: str | None = None, quantization_reason: str = "configured",
+    model_class=None, **model_kwargs
 ) -> LoadedBase:
     """Load the base model once, quantized as configured (`quantization` overrides it: training
     always asks for nf4, the QLoRA recipe).
@@ -161,13 +140,10 @@ def load_base(
     device = resolve_device(config.device)
     dtype = getattr(torch, config.compute_dtype)
     quantization = quantization or config.quantization
-    reason = "configured"
     if quantization == AUTO:
-        from chatbot.calibration import choose_quantization
-
-        choice = choose_quantization(config, models_dir, device)
-        quantization, reason = choice.quantization, choice.reason
-        print(f"[wayfarer] model.quantization auto -> {quantization}: {reason}", file=sys.stderr, flush=True)
+        # `auto` is timed with the serving engine's decode loop, so serving resolves it
+        # (chatbot.calibration.resolve_quantization) and passes the result here.
+        raise ValueError("model.quantization auto must be resolved before loading (chatbot.calibration)")
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"model.quantization must be one of {QUANTIZATIONS} or {AUTO!r}, not {quantization!r}")
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}, **model_kwargs}
@@ -181,11 +157,11 @@ def load_base(
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = (model_class or AutoModelForCausalLM).from_pretrained(source, **kwargs)
     if quantization == "int8":
-        from chatbot.int8 import quantize_linear_layers
+        from modeling.int8 import quantize_linear_layers
 
         quantize_linear_layers(model)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedBase(model=model, tokenizer=tokenizer, model_id=config.base, device=device, quantization=quantization,
-                      quantization_reason=reason)
+                      quantization_reason=quantization_reason)

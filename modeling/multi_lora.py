@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from chatbot.adapters import PEFT_BASE_NAME as BASE_ROW  # peft's name for rows without an adapter
+from modeling.adapters import PEFT_BASE_NAME as BASE_ROW  # peft's name for rows without an adapter
 
 
 
