@@ -117,7 +117,8 @@ def _measure(loaded) -> dict:
             batch.step()
         decode = time.perf_counter() - start
         batch.clear()
-    return {"prefill_tok_s": round(PROMPT_TOKENS / prefill, 1), "decode_tok_s": round(DECODE_STEPS / decode, 1)}
+    # Unrounded: on a starved machine a rate can be under 0.05 tok/s, and a rounded 0 would divide by zero.
+    return {"prefill_tok_s": PROMPT_TOKENS / prefill, "decode_tok_s": DECODE_STEPS / decode}
 
 
 def choose_quantization(config, models_dir: Path, device: str) -> QuantizationChoice:
@@ -147,7 +148,7 @@ def choose_quantization(config, models_dir: Path, device: str) -> QuantizationCh
         return TURN_PROMPT / f["prefill_tok_s"] + TURN_ANSWER / f["decode_tok_s"]
 
     best = min(figures, key=turn_seconds)
-    summary = ", ".join(f"{n}: decode {f['decode_tok_s']} tok/s, prefill {f['prefill_tok_s']} tok/s" for n, f in figures.items())
+    summary = ", ".join(f"{n}: decode {f['decode_tok_s']:.1f} tok/s, prefill {f['prefill_tok_s']:.1f} tok/s" for n, f in figures.items())
     choice = QuantizationChoice(best, f"fastest on {cpu_model()} ({summary})", figures)
     entries = _read_cache(cache_path)
     entries[key] = {"quantization": choice.quantization, "reason": choice.reason, "figures": figures}

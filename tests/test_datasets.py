@@ -109,8 +109,9 @@ def thread_chunks(thread: dict, settings=None) -> dict[str, str]:
 
 
 def comment_with(text: str, comments: list[dict]) -> dict:
-    """The comment a (possibly clipped) chosen/rejected text was cut from."""
-    head = text.rstrip("…")
+    """The comment a (possibly clipped) chosen/rejected text was cut from (a RAFT-format answer:
+    the reply follows the answer tag)."""
+    head = text.rpartition(ANSWER_TAG)[2].strip().rstrip("…")
     return next(c for c in comments if c["body"].startswith(head))
 
 
@@ -231,6 +232,21 @@ def test_raft_oracle_share_quotes_and_idk(corpus):
         assert not any(d.rsplit("-", 1)[0] == row["thread_id"] for d in row["doc_ids"])
     assert corpus["report"].distractor_source == "random"
     assert "no index" in corpus["report"].distractor_fallback_reason
+
+
+def test_preference_answers_are_written_as_the_rlhf_model_is_served_quoting_only_its_documents(corpus):
+    """RLHF starts from RAFT and answers with documents: both sides of a pair are RAFT-format
+    answers, and every quote is verbatim in that pair's own prompt."""
+    pref = corpus["loaded"]["preference"]
+    quoted = 0
+    for row in list(pref["train"]) + list(pref["validation"]):
+        prompt = row["prompt"][0]["content"]
+        for side in ("chosen", "rejected"):
+            parsed = parse_answer(row[side][0]["content"])
+            assert parsed.has_answer_tag and parsed.answer, row[side]
+            assert all(quote in prompt for quote in parsed.quotes), (side, parsed.quotes)
+        quoted += bool(parse_answer(row["chosen"][0]["content"]).quotes)
+    assert quoted, "no chosen answer quotes its documents"
 
 
 def test_preference_pairs_respect_the_score_gap(corpus):

@@ -33,6 +33,7 @@ from settings import ConfigError, Settings, apply_runtime
 from training.adapter_output import read_metadata
 from training.config import config_hash
 from training.errors import TrainingError
+from training.datasets.schema import DATASET_FORMAT
 from training.examples import dataset_fingerprint
 
 STATE_FILE = "pipeline_state.json"
@@ -117,7 +118,7 @@ def _built_index_fingerprint(settings: Settings) -> str | None:
 
 
 def _build_fingerprint(settings: Settings) -> str:
-    return config_hash({"threads": dataset_fingerprint(settings.path("threads")),
+    return config_hash({"format": DATASET_FORMAT, "threads": dataset_fingerprint(settings.path("threads")),
                         "datasets": settings.get("data.datasets"), "retrieval": settings.get("retrieval"),
                         "seed": settings.get("runtime.seed"), "index": _built_index_fingerprint(settings)})
 
@@ -127,7 +128,7 @@ def _index_fingerprint(settings: Settings) -> str:
     # it first), so they stand for the golden ids file, which may not exist yet.
     datasets = settings.get("data.datasets") or {}
     golden = {key: datasets.get(key) for key in ("seed", "golden_fraction", "golden_min_threads", "answer_min_chars")}
-    return config_hash({"threads": dataset_fingerprint(settings.path("threads")),
+    return config_hash({"format": DATASET_FORMAT, "threads": dataset_fingerprint(settings.path("threads")),
                         "golden": golden, "seed": settings.get("runtime.seed"),
                         "retrieval": settings.get("retrieval"), "embedder": settings.get("embedder")})
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Raised whenever what a row holds changes with the same settings, so that the pipeline rebuilds
+# the datasets (and retrains what learnt from them). 2: preference answers in the RAFT format.
+DATASET_FORMAT = 2
 
 
 def chat(user: str, assistant: str) -> list[dict]:
