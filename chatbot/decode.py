@@ -20,7 +20,7 @@ embedding, attention projections, MLP, head), so the loop keeps full control at 
 - prefill runs the newcomers' prompts right-padded (causal attention never looks right, so a row
   never sees padding), computes the head only at each row's last token, and writes their keys and
   values into fresh slots.
-- the projections of LoRA-wrapped layers get `adapter_names`, one per row: chatbot/multi_lora.py
+- the projections of LoRA-wrapped layers get `adapter_names`, one per row: modeling/multi_lora.py
   answers all adapters of a batch in two matmuls per layer.
 """
 
