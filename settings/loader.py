@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
+
+from settings.schema import WayfarerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "wayfarer.yaml"
@@ -20,6 +23,20 @@ PACKAGE_REF_PREFIX = "package:"
 
 class ConfigError(ValueError):
     """The configuration cannot be used as written."""
+
+
+def validate_config(data: Mapping[str, Any], source: str) -> WayfarerConfig:
+    """The merged configuration checked against settings.schema; every problem named by its
+    dotted key (`training.qlora.batch_size: Input should be a valid integer`)."""
+    try:
+        return WayfarerConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        problems = [
+            f"  {'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
+            + (f" (got {error['input']!r})" if error["type"] not in ("missing", "extra_forbidden") else "")
+            for error in err.errors()
+        ]
+        raise ConfigError(f"{source} is not a valid configuration:\n" + "\n".join(problems)) from None
 
 
 def _deep_merge(base: dict, override: Mapping) -> dict:
@@ -83,11 +100,18 @@ def resolve_model_ref(ref: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The merged configuration of one profile. Read-only: entry points never mutate it."""
+    """The merged configuration of one profile. Read-only: entry points never mutate it.
+
+    `config` is `data` validated (settings.schema): typed sections, e.g. `settings.config.ui.server_port`.
+    It is checked whenever a Settings is made, so a wrong key or type fails at start-up."""
 
     profile: str
     data: Mapping[str, Any]
     root: Path
+    config: WayfarerConfig = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", validate_config(self.data, f"profile {self.profile!r} of {self.root}"))
 
     def section(self, name: str) -> dict:
         """A copy of one top-level section (empty when absent)."""
