@@ -53,26 +53,26 @@ class DatasetBuildError(RuntimeError):
 class DatasetsConfig:
     """The `data.datasets` section of wayfarer.yaml (see the comments there)."""
 
-    seed: int | None = None
-    golden_fraction: float = 0.1
-    golden_min_threads: int = 10
-    validation_fraction: float = 0.1
-    question_max_chars: int = 2000
-    answer_min_chars: int = 40
-    answer_max_chars: int = 1500
-    preference_answer_max_chars: int = 600
-    sft_second_comment_score_ratio: float | None = 0.5
-    raft_oracle_probability: float = 0.8
-    raft_distractors: int = 3
-    raft_idk_fraction: float = 0.05
-    raft_idk_answer: str = "I don't know: the documents do not cover this question."
-    raft_max_quotes: int = 2
-    raft_quote_min_chars: int = 25
-    raft_quote_max_chars: int = 300
-    raft_answer_max_chars: int = 600
-    raft_hard_negatives: bool = True
-    preference_min_score_gap: int = 3
-    preference_max_pairs_per_thread: int = 3
+    seed: int | None
+    golden_fraction: float
+    golden_min_threads: int
+    validation_fraction: float
+    question_max_chars: int
+    answer_min_chars: int
+    answer_max_chars: int
+    preference_answer_max_chars: int
+    sft_second_comment_score_ratio: float | None
+    raft_oracle_probability: float
+    raft_distractors: int
+    raft_idk_fraction: float
+    raft_idk_answer: str
+    raft_max_quotes: int
+    raft_quote_min_chars: int
+    raft_quote_max_chars: int
+    raft_answer_max_chars: int
+    raft_hard_negatives: bool
+    preference_min_score_gap: int
+    preference_max_pairs_per_thread: int
 
     def __post_init__(self) -> None:
         for name in ("golden_fraction", "validation_fraction", "raft_idk_fraction"):
@@ -93,9 +93,9 @@ class DatasetsConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DatasetsConfig":
-        config = build_dataclass(cls, settings.get("data.datasets", {}) or {})
+        config = build_dataclass(cls, settings.section("data")["datasets"])
         if config.seed is None:
-            config = dataclasses.replace(config, seed=int(settings.get("runtime.seed", 0)))
+            config = dataclasses.replace(config, seed=settings.config.runtime.seed)
         return config
 
 
@@ -638,7 +638,7 @@ def build_datasets(settings: Settings, threads: Path | None = None, output: Path
     from tqdm.auto import tqdm
 
     config = DatasetsConfig.from_settings(settings)
-    retrieval_config = settings.section("retrieval")
+    retrieval_config = settings.config.retrieval
     threads_path = Path(threads) if threads else settings.path("threads")
     output_path = Path(output) if output else settings.path("datasets")
     report = BuildReport(threads_path=str(threads_path), output_path=str(output_path), seed=config.seed)
@@ -649,7 +649,7 @@ def build_datasets(settings: Settings, threads: Path | None = None, output: Path
     report.golden_threads = len(splits.golden)
 
     chunker = chunker_from_settings(settings)
-    max_comments, top_k = int(retrieval_config["max_comments"]), int(retrieval_config["top_k"])
+    max_comments, top_k = retrieval_config.max_comments, retrieval_config.top_k
     chunks_by_thread = {t.thread_id: _thread_chunks(t, chunker, max_comments)
                         for t in tqdm(ordered, desc="chunking threads", leave=False)}
     # Train rows see train threads only; validation rows may also see train threads. Golden
