@@ -38,6 +38,9 @@ def validate_config(data: Mapping[str, Any], source: str) -> WayfarerConfig:
             shown = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {error['input']!r})"
             problems.setdefault(key, []).append(error["msg"] + shown)
         lines = [f"  {key}: {' or '.join(messages)}" for key, messages in problems.items()]
+        unknown = [_dotted_key(data, e["loc"], missing=False) for e in err.errors() if e["type"] == "extra_forbidden"]
+        if unknown:
+            lines.append(f"unknown configuration keys {unknown}: every key is in wayfarer.yaml's `defaults`, spelt as there")
         raise ConfigError(f"{source} is not valid:\n" + "\n".join(lines)) from None
 
 
