@@ -193,7 +193,7 @@ def test_oversized_input_is_refused_with_a_message_and_nothing_is_generated(app_
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    limit = int(settings.get("ui.max_message_chars"))
+    limit = settings.config.ui.max_message_chars
     client = Client(app_url, verbose=False)
     before = _requests_queued(engine)
     with pytest.raises(AppError, match=f"limit is {limit:,}"):
