@@ -29,7 +29,7 @@ def build_app(settings: Settings, engine, *, rag=None, votes=None, warnings: Seq
     from chatbot.ui import build_chat_tab
     from evaluation.ui import build_evaluation_tab
 
-    ui = settings.section("ui")
+    ui = settings.config.ui
     arena_config = ArenaConfig.from_settings(settings)
     with gr.Blocks(title="Wayfarer - travel chatbot and model arena") as demo:
         gr.Markdown(
@@ -41,8 +41,8 @@ def build_app(settings: Settings, engine, *, rag=None, votes=None, warnings: Seq
         with gr.Tab("Chat"):
             build_chat_tab(
                 engine,
-                examples=ui.get("examples", []),
-                max_message_chars=int(ui.get("max_message_chars", 4000)),
+                examples=ui.examples,
+                max_message_chars=ui.max_message_chars,
                 rag=rag,
                 feedback_store=votes,  # 👍/👎 on chat answers go to the vote store's feedback table
                 session_salt_env=arena_config.session_salt_env,
@@ -69,12 +69,12 @@ def main() -> None:
     engine = engine_from_settings(settings)
     rag = RagChat.from_settings(engine, settings)
     votes = open_vote_store(settings)
-    ui = settings.section("ui")
+    ui = settings.config.ui
     demo = build_app(settings, engine, rag=rag, votes=votes, warnings=[storage_warning] if storage_warning else [])
     # One pass of the model runs at a time (the engine queues them), but several users may be
     # connected and streaming; the queue lets them wait their turn instead of failing.
-    demo.queue(default_concurrency_limit=int(ui.get("concurrency_limit", 8)))
-    demo.launch(server_name=ui["server_name"], server_port=int(ui["server_port"]))
+    demo.queue(default_concurrency_limit=ui.concurrency_limit)
+    demo.launch(server_name=ui.server_name, server_port=ui.server_port)
 
 
 if __name__ == "__main__":

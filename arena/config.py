@@ -19,44 +19,44 @@ class ArenaConfig:
 
     # Relative sampling weight per model name. Empty: every served model equally likely.
     # Served models not listed get weight 1; weight 0 keeps a model out of battles.
-    sampling_weights: dict = dataclasses.field(default_factory=dict)
-    use_retrieval: bool = True  # both sides answer with the same retrieved documents
-    sampling: dict = dataclasses.field(default_factory=dict)  # overrides of `generation` for battles
-    max_question_chars: int = 4000
+    sampling_weights: dict
+    use_retrieval: bool  # both sides answer with the same retrieved documents
+    sampling: dict  # overrides of `generation` for battles
+    max_question_chars: int
     # Where votes are stored: "sqlite" (the file at paths.votes) or "postgres" (a PostgreSQL
     # database whose DSN, credentials included, is read from the environment variable named by
     # postgres_dsn_env, never from the configuration file).
-    vote_store: str = "sqlite"
-    postgres_dsn_env: str = "WAYFARER_VOTES_DSN"
+    vote_store: str
+    postgres_dsn_env: str
     # The salt that turns a Gradio session id into the stored session hash is read from this
     # environment variable; when it is unset a random salt is created once and kept by the vote
     # store (SQLite: a private file next to it; PostgreSQL: in the database).
-    session_salt_env: str = "WAYFARER_SESSION_SALT"
+    session_salt_env: str
     # Vote rate limits, each counted per session AND per client address (a salted hash of it;
     # see arena.sessions and README "Vote integrity") in the vote store, so every app process on
     # one store shares them. A vote over any limit is refused with the time to wait.
-    max_votes_per_minute: int = 10
-    max_votes_per_hour: int = 60
-    max_votes_per_day: int = 200
+    max_votes_per_minute: int
+    max_votes_per_hour: int
+    max_votes_per_day: int
     # A session or client address that cast `abuse_votes` votes within `abuse_minutes` is
     # flagged: its votes are left out of the ratings and the exported datasets (their count is
     # shown) unless include_flagged_votes. The threshold must be reachable under the rate limits.
-    abuse_votes: int = 100
-    abuse_minutes: float = 1440.0
-    include_flagged_votes: bool = False
+    abuse_votes: int
+    abuse_minutes: float
+    include_flagged_votes: bool
     # Leaderboard: Bradley-Terry with a weak prior. Every model starts as if it had tied
     # `prior_ties` games against an average model (virtual ties; 0 = plain maximum likelihood).
-    prior_ties: float = 2.0
+    prior_ties: float
     # 95% intervals: "laplace" (the penalised likelihood's curvature, honest at any count) or
     # "bootstrap" (resampled votes, the prior in every resample, never narrower than laplace).
-    rating_intervals: str = "laplace"
-    bootstrap_rounds: int = 100  # resamples when rating_intervals is bootstrap
-    provisional_battles: int = 30  # a model with fewer battles is marked provisional
-    elo_k: float = 4.0  # online Elo step, as in the Chatbot Arena
-    elo_scale: float = 400.0  # a 400-point gap means 10:1 odds
-    elo_base: float = 1000.0  # the mean rating
-    leaderboard_dir: str | None = None  # plots; null: {home}/leaderboard
-    export_validation_fraction: float = 0.1  # share of conversations in the validation split
+    rating_intervals: str
+    bootstrap_rounds: int  # resamples when rating_intervals is bootstrap
+    provisional_battles: int  # a model with fewer battles is marked provisional
+    elo_k: float  # online Elo step, as in the Chatbot Arena
+    elo_scale: float  # a 400-point gap means 10:1 odds
+    elo_base: float  # the mean rating
+    leaderboard_dir: str | None  # plots; null: {home}/leaderboard
+    export_validation_fraction: float  # share of conversations in the validation split
 
     def __post_init__(self) -> None:
         if self.vote_store not in VOTE_STORES:
@@ -104,9 +104,7 @@ class ArenaConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> "ArenaConfig":
         section = settings.section("arena")
-        section["sampling_weights"] = dict(section.get("sampling_weights") or {})
-        section["sampling"] = dict(section.get("sampling") or {})
-        if not section.get("leaderboard_dir"):
+        if not section["leaderboard_dir"]:
             section["leaderboard_dir"] = str(settings.path("home") / "leaderboard")
         else:
             section["leaderboard_dir"] = str(settings.root / Path(section["leaderboard_dir"]).expanduser())

@@ -246,7 +246,7 @@ def hub_push_problems(settings, environ=None) -> list[str]:
         )
     offline = [name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if (environ.get(name) or "").upper() in _TRUE]
     if offline:
-        if settings.get("runtime.offline"):
+        if settings.config.runtime.offline:
             problems.append(
                 f"the Hub is switched off: runtime.offline is true in profile {settings.profile!r} (it sets "
                 "HF_HUB_OFFLINE=1); push with WAYFARER__RUNTIME__OFFLINE=false, or from a profile that is online"

@@ -48,10 +48,11 @@ import numpy as np
 from arena.config import ArenaConfig
 from arena.records import VoteRow
 from arena.sessions import abuse_flags
+from settings import shipped_defaults
 
 _RIDGE = 1e-6  # keeps ratings finite when a model won (or lost) every battle and there is no prior
 _Z95 = 1.959963984540054  # two-sided 95% normal quantile
-_DEFAULTS = ArenaConfig()  # the one source of the defaults below
+_DEFAULTS = shipped_defaults().arena  # wayfarer.yaml's defaults.arena: the one source of the defaults below
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     engine = ChatEngine.from_settings(settings)
     rag = RagChat.from_settings(engine, settings)
     models = args.models or list(engine.adapters)
-    sampling = {"temperature": 0, "max_new_tokens": int(settings.get("generation.max_new_tokens")),
-                "repetition_penalty": float(settings.get("generation.repetition_penalty", 1.0))}
+    generation = settings.config.generation
+    sampling = {"temperature": 0, "max_new_tokens": generation.max_new_tokens, "repetition_penalty": generation.repetition_penalty}
     print(f"{len(questions)} golden questions x {models}, greedy, with retrieval, {sampling}")
     turns = [rag.prepare([{"role": "user", "content": row["question"]}], use_retrieval=True) for row in questions]
     without_documents = sum(1 for turn in turns if not turn.documents)
     requests = [(turn, model) for turn in turns for model in models]
-    batch = max(1, int(settings.get("runtime.max_batch_rows", 8)))
+    batch = max(1, settings.config.runtime.max_batch_rows)
     started = time.monotonic()
     texts = []
     try:

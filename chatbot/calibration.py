@@ -102,7 +102,10 @@ def _measure(loaded) -> dict:
         def end(self):
             pass
 
-    greedy = SamplingConfig(temperature=0, repetition_penalty=1.0, max_new_tokens=DECODE_STEPS + 1)
+    # Greedy and unpenalised: the figures measure the loop, so no sampling option may change them.
+    greedy = SamplingConfig(max_new_tokens=DECODE_STEPS + 1, temperature=0, top_p=1.0, top_k=0,
+                            repetition_penalty=1.0, repeat_ngram_size=1, max_ngram_repeats=0,
+                            max_input_tokens=PROMPT_TOKENS)
     prompt = [int(i) for i in torch.randint(100, 1000, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(0))]
     with torch.inference_mode():
         batch = DecodeBatch(loaded.model, set(), "base")

@@ -87,12 +87,12 @@ def weight_format(settings) -> dict:
 
     from chatbot.calibration import CACHE_FILE, cpu_model
 
-    model = settings.section("model")
+    model = settings.config.model
     chosen = {
-        "quantization": model.get("quantization"),
-        "compute_dtype": model.get("compute_dtype"),
-        "device": model.get("device"),
-        "training_compute_dtype": settings.get("training.compute_dtype") or model.get("compute_dtype"),
+        "quantization": model.quantization,
+        "compute_dtype": model.compute_dtype,
+        "device": model.device,
+        "training_compute_dtype": settings.config.training.compute_dtype or model.compute_dtype,
     }
     if chosen["quantization"] == "auto":
         import torch

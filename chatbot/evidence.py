@@ -32,10 +32,10 @@ _REPLY_MARKER = re.compile(r"(?:^|\n\n)" + re.escape(REPLY_PREFIX))  # corpus.th
 
 @dataclasses.dataclass(frozen=True)
 class EvidenceConfig:
-    sentences: int = 3
-    min_chars: int = 25
-    max_chars: int = 300
-    recent_days: int = 365
+    sentences: int
+    min_chars: int
+    max_chars: int
+    recent_days: int
 
     def __post_init__(self) -> None:
         if self.sentences < 1:

@@ -34,7 +34,7 @@ from chatbot.spaces import gpu_task, on_zero_gpu
 from modeling.adapters import BASE_ADAPTER, PEFT_BASE_NAME, AdapterLoadError, attach_adapter, check_adapter_dir
 from modeling.base_model import LoadedBase, ModelConfig
 from modeling.multi_lora import pack_adapters
-from settings import Settings, build_dataclass
+from settings import Settings
 
 
 class ChatEngine(WholeAnswers):
@@ -44,11 +44,11 @@ class ChatEngine(WholeAnswers):
         self,
         loaded: LoadedBase,
         *,
-        system_prompt: str = "",
-        sampling: SamplingConfig | None = None,
-        max_batch_rows: int = BatchLimits.max_batch_rows,
-        max_cached_tokens: int = BatchLimits.max_cached_tokens,
-        max_queued_requests: int = BatchLimits.max_queued_requests,
+        system_prompt: str,
+        sampling: SamplingConfig,
+        max_batch_rows: int,
+        max_cached_tokens: int,
+        max_queued_requests: int,
         inline: bool | None = None,
         gpu_duration_s: int | None = None,
     ):
@@ -65,7 +65,7 @@ class ChatEngine(WholeAnswers):
         # The dtype the model computes in (for 4-bit layers: bnb_4bit_compute_dtype).
         self._compute_dtype = getattr(loaded.model, "dtype", None)
         self.system_prompt = system_prompt
-        self.sampling = sampling or SamplingConfig()
+        self.sampling = sampling
         self._adapters: list[str] = []  # peft adapter names attached, in load order
         self.adapter_errors: dict[str, str] = {}
         self.limits = BatchLimits(max(1, max_batch_rows), max_cached_tokens, max_queued_requests)
@@ -93,16 +93,15 @@ class ChatEngine(WholeAnswers):
     def from_settings(cls, settings: Settings, *, adapters_dir: Path | None = None) -> "ChatEngine":
         """Load the configured base model, then every configured adapter that is servable."""
         model_config = ModelConfig.from_settings(settings)
-        runtime = settings.section("runtime")
-        defaults = BatchLimits()
+        runtime = settings.config.runtime
         engine = cls(
             load_serving_base(settings),
             system_prompt=model_config.system_prompt,
-            sampling=build_dataclass(SamplingConfig, settings.section("generation")),
-            max_batch_rows=int(runtime.get("max_batch_rows", defaults.max_batch_rows)),
-            max_cached_tokens=int(runtime.get("max_cached_tokens", defaults.max_cached_tokens)),
-            max_queued_requests=int(runtime.get("max_queued_requests", defaults.max_queued_requests)),
-            gpu_duration_s=runtime.get("zero_gpu_duration_s"),
+            sampling=SamplingConfig.from_settings(settings),
+            max_batch_rows=runtime.max_batch_rows,
+            max_cached_tokens=runtime.max_cached_tokens,
+            max_queued_requests=runtime.max_queued_requests,
+            gpu_duration_s=runtime.zero_gpu_duration_s,
         )
         root = adapters_dir or settings.path("adapters")
         for name in model_config.adapters:

@@ -150,12 +150,12 @@ class RagChat:
     def __init__(
         self,
         engine,
-        retriever=None,
-        top_k: int = 4,
+        retriever,
+        top_k: int,
         *,
-        followup_max_words: int = 6,
+        followup_max_words: int,
+        evidence: EvidenceConfig,
         unavailable_reason: str = "",
-        evidence: EvidenceConfig | None = None,
         subreddits: Sequence[str] = (),
     ):
         self.engine = engine
@@ -163,12 +163,13 @@ class RagChat:
         self.top_k = top_k
         self.followup_max_words = followup_max_words
         self.unavailable_reason = unavailable_reason if retriever is None else ""
-        self.evidence_config = evidence or EvidenceConfig()
+        self.evidence_config = evidence
         self.subreddits = list(subreddits)  # what the destination filter offers (data.subreddits)
 
     @classmethod
-    def from_settings(cls, engine, settings) -> "RagChat":
-        """Open the index if it exists; without one, plain chat that says how to build it."""
+    def from_settings(cls, engine, settings, *, retrieval: bool = True) -> "RagChat":
+        """Open the index if it exists; without one, plain chat that says how to build it.
+        `retrieval=False`: plain chat without opening the index (its options still configured)."""
         from retrieval import ChromaUnavailableError, EmbedderMismatchError, IndexMissingError, RetrievalConfig, Retriever
         from settings import ConfigError
 
@@ -176,8 +177,10 @@ class RagChat:
         options = {
             "followup_max_words": config.followup_max_words,
             "evidence": EvidenceConfig.from_settings(settings),
-            "subreddits": list(settings.get("data.subreddits") or []),
+            "subreddits": settings.config.data.subreddits,
         }
+        if not retrieval:
+            return cls(engine, None, config.top_k, **options)
         try:
             retriever = Retriever.from_settings(settings)
         except (IndexMissingError, EmbedderMismatchError, ChromaUnavailableError, ConfigError) as err:

@@ -36,11 +36,11 @@ class RemoteBackendError(GenerationError):
 class InferenceConfig:
     """The `inference` section of wayfarer.yaml."""
 
-    backend: str = "local"
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = "WAYFARER_INFERENCE_API_KEY"
-    models: dict = dataclasses.field(default_factory=dict)  # our adapter name -> served model name
-    timeout_s: float = 120.0
+    backend: str
+    base_url: str
+    api_key_env: str
+    models: dict  # our adapter name -> served model name
+    timeout_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "InferenceConfig":
@@ -72,15 +72,15 @@ class RemoteEngine(WholeAnswers):
         *,
         models: dict | None = None,
         api_key: str | None = None,
-        system_prompt: str = "",
-        sampling: SamplingConfig | None = None,
-        timeout_s: float = 120.0,
+        system_prompt: str,
+        sampling: SamplingConfig,
+        timeout_s: float,
     ):
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self.system_prompt = system_prompt
-        self.sampling = sampling or SamplingConfig()
+        self.sampling = sampling
         self.base_model_id = f"remote:{self.base_url}"
         self._served_names = {name: (models or {}).get(name, name) for name in adapters}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -93,14 +93,14 @@ class RemoteEngine(WholeAnswers):
     @classmethod
     def from_settings(cls, settings: Settings) -> "RemoteEngine":
         config = InferenceConfig.from_settings(settings)
-        model = settings.section("model")
+        model = settings.config.model
         return cls(
             config.base_url,
-            [BASE_ADAPTER, *(model.get("adapters") or [])],
+            [BASE_ADAPTER, *model.adapters],
             models=config.models,
             api_key=os.environ.get(config.api_key_env) or None,
-            system_prompt=model.get("system_prompt", ""),
-            sampling=build_dataclass(SamplingConfig, settings.section("generation")),
+            system_prompt=model.system_prompt,
+            sampling=SamplingConfig.from_settings(settings),
             timeout_s=config.timeout_s,
         )
 

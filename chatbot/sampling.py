@@ -27,18 +27,22 @@ class GenerationError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """The `generation` section: defaults every request can override. The values below are
-    wayfarer.yaml's `defaults.generation` (the one source; a profile overrides them there)."""
+    """The `generation` section: defaults every request can override. The values come from
+    wayfarer.yaml only (`from_settings`); `seed` is per request (None: unseeded)."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.1
-    repeat_ngram_size: int = 4
-    max_ngram_repeats: int = 2
-    max_input_tokens: int = 2048
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    repeat_ngram_size: int
+    max_ngram_repeats: int
+    max_input_tokens: int
     seed: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> "SamplingConfig":
+        return cls(**settings.config.generation.model_dump())
 
     def override(self, **changes) -> "SamplingConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

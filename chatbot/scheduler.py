@@ -32,11 +32,11 @@ class EngineBusyError(GenerationError):
 
 @dataclasses.dataclass(frozen=True)
 class BatchLimits:
-    """The `runtime` settings that bound the batch (see wayfarer.yaml)."""
+    """The `runtime` settings that bound the batch (see wayfarer.yaml, their one source)."""
 
-    max_batch_rows: int = 8
-    max_cached_tokens: int = 16384
-    max_queued_requests: int = 64
+    max_batch_rows: int
+    max_cached_tokens: int
+    max_queued_requests: int
 
 
 @dataclasses.dataclass

@@ -18,20 +18,20 @@ class JudgeConfig:
     token probabilities by default, an OpenAI-compatible endpoint when the environment names one
     (the key is read from the environment only, never from the file)."""
 
-    modes: tuple = JUDGE_MODES  # pairwise (both orders, swap rule) and/or single (1-10 grades)
-    local_model: str = "base"  # engine model name used as the local judge
-    batch_size: int = 8  # judge prompts per batched pass of the local engine
-    max_prompt_tokens: int = 4096  # the local judge's prompt budget (texts are clipped further beyond it)
-    max_answer_chars: int = 1500  # answers (and references) are cut to this in judge prompts
-    reference_guided: bool = True  # MT-Bench's reference-guided prompts when a golden answer exists
-    baseline: str | None = None  # set: pairwise compares every model with this one only (MT-Bench's
+    modes: tuple  # pairwise (both orders, swap rule) and/or single (1-10 grades)
+    local_model: str  # engine model name used as the local judge
+    batch_size: int  # judge prompts per batched pass of the local engine
+    max_prompt_tokens: int  # the local judge's prompt budget (texts are clipped further beyond it)
+    max_answer_chars: int  # answers (and references) are cut to this in judge prompts
+    reference_guided: bool  # MT-Bench's reference-guided prompts when a golden answer exists
+    baseline: str | None  # set: pairwise compares every model with this one only (MT-Bench's
     # pairwise-baseline mode, n - 1 pairs instead of n(n-1)/2); null: every pair of models
-    base_url_env: str = "WAYFARER_JUDGE_BASE_URL"  # set: judge with this OpenAI-compatible endpoint
-    api_key_env: str = "WAYFARER_JUDGE_API_KEY"
-    model_env: str = "WAYFARER_JUDGE_MODEL"
-    remote_max_tokens: int = 512  # a remote judge may explain before its verdict
-    remote_concurrency: int = 8  # requests in flight at once to the endpoint
-    timeout_s: float = 120.0
+    base_url_env: str  # set: judge with this OpenAI-compatible endpoint
+    api_key_env: str
+    model_env: str
+    remote_max_tokens: int  # a remote judge may explain before its verdict
+    remote_concurrency: int  # requests in flight at once to the endpoint
+    timeout_s: float
 
     def __post_init__(self) -> None:
         unknown = set(self.modes) - set(JUDGE_MODES)
@@ -47,10 +47,10 @@ class RedditPreferenceConfig:
     """Reddit upvotes as human judgements: pairs of replies to one golden post, the upvoted one
     scoring at least `min_score_ratio` times the other, both long enough to be answers."""
 
-    enabled: bool = True
-    min_score_ratio: float = 2.0  # the upvoted reply's score is at least this multiple of the other's
-    max_pairs: int | None = None  # first N pairs (by thread id); null = all
-    judge_max_pairs: int | None = None  # pairs the LLM judge sees (the first N of them); null = all
+    enabled: bool
+    min_score_ratio: float  # the upvoted reply's score is at least this multiple of the other's
+    max_pairs: int | None  # first N pairs (by thread id); null = all
+    judge_max_pairs: int | None  # pairs the LLM judge sees (the first N of them); null = all
 
     def __post_init__(self) -> None:
         if self.min_score_ratio <= 1:
@@ -63,19 +63,19 @@ class RedditPreferenceConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
-    models: tuple = ()  # engine model names to evaluate; empty: every model the engine serves
-    retrieval_models: tuple = ("raft", "rlhf")  # answer with retrieved documents (the RAG models)
-    max_new_tokens: int = 200  # greedy answers are cut here
-    batch_size: int = 8  # answers per batched pass of the engine (rows of several questions and models)
-    max_questions: int | None = None  # first N golden questions (by thread id); null: all
-    embedder: str | None = None  # encoder for BERTScore / similarities; null: embedder.model
-    support_threshold: float = 0.6  # cosine at which a context sentence supports a statement (faithfulness, recall)
-    context_relevance_threshold: float = 0.4  # cosine of a retrieved chunk and the reference that makes it relevant
-    bootstrap_rounds: int = 1000  # resamples for the 95% intervals of the means
-    seed: int | None = None  # bootstrap seed; null: runtime.seed
-    output_dir: str | None = None  # cache, results and report; null: {home}/evaluation
-    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
-    reddit_preference: RedditPreferenceConfig = dataclasses.field(default_factory=RedditPreferenceConfig)
+    models: tuple  # engine model names to evaluate; empty: every model the engine serves
+    retrieval_models: tuple  # answer with retrieved documents (the RAG models)
+    max_new_tokens: int  # greedy answers are cut here
+    batch_size: int  # answers per batched pass of the engine (rows of several questions and models)
+    max_questions: int | None  # first N golden questions (by thread id); null: all
+    embedder: str | None  # encoder for BERTScore / similarities; null: embedder.model
+    support_threshold: float  # cosine at which a context sentence supports a statement (faithfulness, recall)
+    context_relevance_threshold: float  # cosine of a retrieved chunk and the reference that makes it relevant
+    bootstrap_rounds: int  # resamples for the 95% intervals of the means
+    seed: int | None  # bootstrap seed; null: runtime.seed
+    output_dir: str | None  # cache, results and report; null: {home}/evaluation
+    judge: JudgeConfig
+    reddit_preference: RedditPreferenceConfig
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -91,23 +91,16 @@ class EvaluationConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> "EvaluationConfig":
         section = settings.section("evaluation")
-        judge = section.pop("judge", None) or {}
-        if not isinstance(judge, dict):
-            raise ConfigError("evaluation.judge must be a mapping")
-        if "modes" in judge:
-            judge["modes"] = tuple(judge["modes"] or ())
+        judge = section["judge"]
+        judge["modes"] = tuple(judge["modes"])
         section["judge"] = build_dataclass(JudgeConfig, judge)
-        reddit = section.pop("reddit_preference", None) or {}
-        if not isinstance(reddit, dict):
-            raise ConfigError("evaluation.reddit_preference must be a mapping")
-        section["reddit_preference"] = build_dataclass(RedditPreferenceConfig, reddit)
+        section["reddit_preference"] = build_dataclass(RedditPreferenceConfig, section["reddit_preference"])
         for name in ("models", "retrieval_models"):
-            if name in section:
-                section[name] = tuple(section[name] or ())
-        section["embedder"] = section.get("embedder") or str(settings.get("embedder.model"))
-        if section.get("seed") is None:
-            section["seed"] = int(settings.get("runtime.seed", 0) or 0)
-        if section.get("output_dir"):
+            section[name] = tuple(section[name])
+        section["embedder"] = section["embedder"] or settings.config.embedder.model
+        if section["seed"] is None:
+            section["seed"] = settings.config.runtime.seed
+        if section["output_dir"]:
             section["output_dir"] = str(settings.root / Path(section["output_dir"]).expanduser())
         else:
             section["output_dir"] = str(settings.path("home") / "evaluation")

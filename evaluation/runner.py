@@ -227,7 +227,7 @@ def run_evaluation(
 
         # The Reddit-preference pairs need retrieval too (faithfulness of a reply to the documents).
         wants_retrieval = bool(retrieval_models) or config.reddit_preference.enabled
-        rag = RagChat.from_settings(engine, settings) if wants_retrieval else RagChat(engine, None)
+        rag = RagChat.from_settings(engine, settings, retrieval=wants_retrieval)
     if retrieval_models and not rag.retrieval_available:
         notices.append(f"retrieval is unavailable, so {', '.join(retrieval_models)} answered without documents: "
                        f"{rag.unavailable_reason or 'no retriever'}")

@@ -147,7 +147,7 @@ def build_evaluation_tab(settings, tab: gr.Tab | None = None, *, engine=None, ra
     config = EvaluationConfig.from_settings(settings)
     lock = threading.Lock()  # report.md and its plot files are rewritten in place
     job = EvaluationJob(settings, engine, rag, config, lock) if engine is not None else None
-    adapters = [str(name) for name in settings.get("model.adapters") or []]
+    adapters = settings.config.model.adapters
     adapters_dir = settings.path("adapters")
 
     with gr.Row():

@@ -24,17 +24,17 @@ class ModelConfig:
     """The `model` section of wayfarer.yaml."""
 
     base: str
-    gguf_file: str | None = None
-    quantization: str = "nf4"  # one of QUANTIZATIONS, or "auto" (resolved by chatbot/calibration.py)
-    compute_dtype: str = "bfloat16"
-    device: str = "auto"
-    adapters: tuple[str, ...] = ()
-    system_prompt: str = ""
+    gguf_file: str | None
+    quantization: str  # one of QUANTIZATIONS, or "auto" (resolved by chatbot/calibration.py)
+    compute_dtype: str
+    device: str
+    adapters: tuple[str, ...]
+    system_prompt: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelConfig":
         section = settings.section("model")
-        section["adapters"] = tuple(section.get("adapters") or ())
+        section["adapters"] = tuple(section["adapters"])
         return build_dataclass(cls, section)
 
 

@@ -24,14 +24,14 @@ class ChromaConfig:
     environment variable named by auth_token_env, never from the file.
     """
 
-    mode: str = PERSISTENT
-    host: str = "localhost"
-    port: int = 8000
-    ssl: bool = False
-    auth_token_env: str | None = "CHROMA_AUTH_TOKEN"
-    auth_header: str = "Authorization"
-    tenant: str = "default_tenant"
-    database: str = "default_database"
+    mode: str
+    host: str
+    port: int
+    ssl: bool
+    auth_token_env: str | None
+    auth_header: str
+    tenant: str
+    database: str
 
     def __post_init__(self) -> None:
         if self.mode not in (PERSISTENT, HTTP):
@@ -52,16 +52,16 @@ class ChromaConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
-    collection: str = "wayfarer-threads"
-    chunk_tokens: int = 128             # capped by the embedder's max_seq_length (retrieval/chunking.py)
-    chunk_overlap_tokens: int = 24
-    max_comments: int = 3
-    top_k: int = 4
-    min_similarity: float = 0.2
-    embed_batch_size: int = 32
-    write_batch_size: int = 512
-    followup_max_words: int = 6
-    chroma: ChromaConfig = dataclasses.field(default_factory=ChromaConfig)
+    collection: str
+    chunk_tokens: int  # capped by the embedder's max_seq_length (retrieval/chunking.py)
+    chunk_overlap_tokens: int
+    max_comments: int
+    top_k: int
+    min_similarity: float
+    embed_batch_size: int
+    write_batch_size: int
+    followup_max_words: int
+    chroma: ChromaConfig
 
     def __post_init__(self) -> None:
         if not _COLLECTION_NAME_RE.match(self.collection):
@@ -80,7 +80,4 @@ class RetrievalConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> "RetrievalConfig":
         section = settings.section("retrieval")
-        chroma = section.pop("chroma", None) or {}
-        if not isinstance(chroma, dict):
-            raise ConfigError("retrieval.chroma is a mapping (mode, host, port, ...)")
-        return build_dataclass(cls, {**section, "chroma": build_dataclass(ChromaConfig, chroma)})
+        return build_dataclass(cls, {**section, "chroma": build_dataclass(ChromaConfig, section["chroma"])})

@@ -62,7 +62,7 @@ class Embedder:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Embedder":
         """The configured embedder, loaded once per process (indexing and search share it)."""
-        ref = str(settings.get("embedder.model"))
+        ref = settings.config.embedder.model
         with _CACHE_LOCK:
             if ref not in _CACHE:
                 _CACHE[ref] = cls(ref)

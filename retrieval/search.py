@@ -106,7 +106,7 @@ class Retriever:
         config = RetrievalConfig.from_settings(settings)
         embedder = Embedder.from_settings(settings)
         collection = open_for_search(settings, config.collection, embedder.identity)
-        return cls(collection, embedder, config, subreddits=list(settings.get("data.subreddits") or []))
+        return cls(collection, embedder, config, subreddits=settings.config.data.subreddits)
 
     @property
     def collection_name(self) -> str:

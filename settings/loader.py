@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
+
+from settings.schema import WayfarerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "wayfarer.yaml"
@@ -20,6 +24,39 @@ PACKAGE_REF_PREFIX = "package:"
 
 class ConfigError(ValueError):
     """The configuration cannot be used as written."""
+
+
+def validate_config(data: Mapping[str, Any], source: str) -> WayfarerConfig:
+    """The merged configuration checked against settings.schema; every problem named by its
+    dotted key (`training.qlora.batch_size: Input should be a valid integer`)."""
+    try:
+        return WayfarerConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        problems: dict[str, list[str]] = {}
+        for error in err.errors():
+            key = _dotted_key(data, error["loc"], missing=error["type"] == "missing")
+            shown = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {error['input']!r})"
+            problems.setdefault(key, []).append(error["msg"] + shown)
+        lines = [f"  {key}: {' or '.join(messages)}" for key, messages in problems.items()]
+        unknown = [_dotted_key(data, e["loc"], missing=False) for e in err.errors() if e["type"] == "extra_forbidden"]
+        if unknown:
+            lines.append(f"unknown configuration keys {unknown}: every key is in wayfarer.yaml's `defaults`, spelt as there")
+        raise ConfigError(f"{source} is not valid:\n" + "\n".join(lines)) from None
+
+
+def _dotted_key(data: Any, loc: tuple, *, missing: bool) -> str:
+    """pydantic's error location as the YAML key: the parts that are keys (or list indexes) of
+    `data`, without the type names pydantic adds for each member of a union (`str`, `list[str]`)."""
+    parts, node = [], data
+    for position, part in enumerate(loc):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif not (missing and position == len(loc) - 1):
+            break
+        parts.append(str(part))
+    return ".".join(parts) or "(top level)"
 
 
 def _deep_merge(base: dict, override: Mapping) -> dict:
@@ -83,11 +120,18 @@ def resolve_model_ref(ref: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The merged configuration of one profile. Read-only: entry points never mutate it."""
+    """The merged configuration of one profile. Read-only: entry points never mutate it.
+
+    `config` is `data` validated (settings.schema): typed sections, e.g. `settings.config.ui.server_port`.
+    It is checked whenever a Settings is made, so a wrong key or type fails at start-up."""
 
     profile: str
     data: Mapping[str, Any]
     root: Path
+    config: WayfarerConfig = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", validate_config(self.data, f"profile {self.profile!r} (configuration in {self.root})"))
 
     def section(self, name: str) -> dict:
         """A copy of one top-level section (empty when absent)."""
@@ -150,6 +194,17 @@ def load_settings(
     if overrides:
         merged = _deep_merge(merged, overrides)
     return Settings(profile=chosen, data=merged, root=path.resolve().parent)
+
+
+@functools.cache
+def shipped_defaults() -> WayfarerConfig:
+    """The shipped wayfarer.yaml's `defaults:` section, validated (every profile starts from it).
+
+    For the keyword defaults of library functions that take settings one by one (for example
+    arena.leaderboard.compute_leaderboard), so that those values too are written only in the YAML.
+    """
+    document = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text()) or {}
+    return validate_config(document.get("defaults", {}), f"the `defaults` of {DEFAULT_CONFIG_FILE}")
 
 
 def build_dataclass(cls: type, mapping: Mapping[str, Any]):

@@ -13,16 +13,15 @@ def apply_runtime(settings: Settings) -> None:
     Call it first thing in an entry point: huggingface_hub reads HF_HUB_OFFLINE when it is
     imported, so setting it after `import transformers` would be too late.
     """
-    runtime = settings.section("runtime")
-    if runtime.get("offline"):
+    runtime = settings.config.runtime
+    if runtime.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     # The app must not phone home: analytics calls also hang on machines without a network.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    threads = int(runtime.get("torch_threads") or 0)
-    if threads > 0:
+    if runtime.torch_threads > 0:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(runtime.torch_threads)

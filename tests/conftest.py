@@ -20,6 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS_CACHE = REPO / "var" / "models"
 
 
+def arena_config(**changes):
+    """The shipped `arena` settings (wayfarer.yaml, local profile) with `changes`."""
+    import dataclasses
+
+    from arena.config import ArenaConfig
+
+    return dataclasses.replace(ArenaConfig.from_settings(load_settings(profile="local")), **changes)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,11 +15,10 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from arena.config import ArenaConfig
 from arena.store import SQLiteVoteStore
 from arena.ui import build_arena_tab, build_leaderboard_tab
 
-from tests.conftest import free_port
+from tests.conftest import arena_config, free_port
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,7 @@ def arena_app(engine, settings, tmp_path_factory, monkeypatch_module):
     home = tmp_path_factory.mktemp("arena-home")
     monkeypatch_module.delenv("WAYFARER_SESSION_SALT", raising=False)
     store = SQLiteVoteStore(home / "votes.sqlite3")
-    config = ArenaConfig(
+    config = arena_config(
         sampling={"temperature": 0, "max_new_tokens": 12},
         leaderboard_dir=str(home / "leaderboard"),
         bootstrap_rounds=20,
@@ -165,7 +164,7 @@ def guarded_app(engine, tmp_path_factory, monkeypatch_module):
     """The arena with a low hourly vote limit, on its own store (the tests above keep theirs)."""
     home = tmp_path_factory.mktemp("guarded-home")
     store = SQLiteVoteStore(home / "votes.sqlite3")
-    config = ArenaConfig(
+    config = arena_config(
         sampling={"temperature": 0, "max_new_tokens": 4},
         leaderboard_dir=str(home / "leaderboard"),
         sampling_weights={"rlhf": 0},

@@ -96,12 +96,14 @@ def app(settings, server_url):
 
     from arena.store import SQLiteVoteStore
     from chatbot.rag import RagChat
-    from chatbot.remote import RemoteEngine
+    from chatbot.remote import InferenceConfig, RemoteEngine
+    from chatbot.sampling import SamplingConfig
     from retrieval import build_index
 
     datasets.Dataset.from_list(THREADS).save_to_disk(str(settings.path("threads")))
     build_index(settings, progress=False)
-    engine = RemoteEngine(server_url, ["base"], system_prompt="You are Wayfarer.")
+    engine = RemoteEngine(server_url, ["base"], system_prompt="You are Wayfarer.", sampling=SamplingConfig.from_settings(settings),
+                          timeout_s=InferenceConfig.from_settings(settings).timeout_s)
     rag = RagChat.from_settings(engine, settings)
     assert rag.retrieval_available
     store = SQLiteVoteStore(settings.path("votes"))

@@ -77,7 +77,6 @@ def test_batched_rows_predict_what_the_model_predicts_for_them_alone(engine):
     import torch
 
     from chatbot.decode import DecodeBatch, Row
-    from chatbot.sampling import SamplingConfig
     from modeling.adapters import BASE_ADAPTER
 
     class Recorder:
@@ -92,7 +91,7 @@ def test_batched_rows_predict_what_the_model_predicts_for_them_alone(engine):
 
         cancelled = False
 
-    greedy = SamplingConfig(temperature=0, repetition_penalty=1.0, max_new_tokens=20)
+    greedy = engine.sampling.override(temperature=0, repetition_penalty=1.0, max_ngram_repeats=0, max_new_tokens=20)
     prompts = [(engine.build_prompt(LONG), "base"), (engine.build_prompt(SHORT), "qlora"), (engine.build_prompt(SHORT), "raft")]
     rows = [Row(ids, adapter, greedy, None, Recorder()) for ids, adapter in prompts]
     with engine.model_lock, torch.inference_mode():

@@ -105,7 +105,7 @@ def thread_chunks(thread: dict, settings=None) -> dict[str, str]:
     key = json.dumps(settings.section("retrieval"), sort_keys=True, default=str)
     if key not in _CHUNKERS:
         _CHUNKERS[key] = chunker_from_settings(settings)
-    return dict(chunk_thread(thread, _CHUNKERS[key], int(settings.get("retrieval.max_comments"))))
+    return dict(chunk_thread(thread, _CHUNKERS[key], settings.config.retrieval.max_comments))
 
 
 def comment_with(text: str, comments: list[dict]) -> dict:

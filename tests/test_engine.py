@@ -337,7 +337,10 @@ def test_on_zero_gpu_each_request_is_generated_inside_a_spaces_gpu_call(engine, 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # set by Hugging Face on ZeroGPU hardware only
 
     loaded = load_serving_base(settings)
-    zero = ChatEngine(loaded, system_prompt=engine.system_prompt, sampling=engine.sampling, gpu_duration_s=90)
+    limits = engine.limits
+    zero = ChatEngine(loaded, system_prompt=engine.system_prompt, sampling=engine.sampling, gpu_duration_s=90,
+                      max_batch_rows=limits.max_batch_rows, max_cached_tokens=limits.max_cached_tokens,
+                      max_queued_requests=limits.max_queued_requests)
     try:
         zero.load_adapter("qlora", adapters_dir / "qlora")
         import spaces

@@ -143,7 +143,8 @@ def test_the_first_evidence_sentence_comes_from_the_right_thread_on_paraphrases(
     ingest_to_threads(demo, inputs=[REPO / "data" / "demo"], progress=False)
     build_index(demo, progress=False)
     config = RetrievalConfig.from_settings(demo)
-    rag = RagChat(None, Retriever.from_settings(demo), config.top_k, evidence=evidence_config)
+    rag = RagChat(None, Retriever.from_settings(demo), config.top_k, followup_max_words=config.followup_max_words,
+                  evidence=evidence_config)
     items = [json.loads(line) for line in PARAPHRASES.read_text().splitlines() if line.strip()]
     assert len(items) >= 25
     right = [bool(ev) and ev[0].thread_id == item["thread_id"] for item in items for ev in [rag.evidence_for(item["question"])]]

@@ -193,7 +193,7 @@ def test_oversized_input_is_refused_with_a_message_and_nothing_is_generated(app_
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    limit = int(settings.get("ui.max_message_chars"))
+    limit = settings.config.ui.max_message_chars
     client = Client(app_url, verbose=False)
     before = _requests_queued(engine)
     with pytest.raises(AppError, match=f"limit is {limit:,}"):
@@ -256,7 +256,7 @@ def test_html_and_script_from_a_user_are_shown_as_text_not_run(app_url, payload)
 
 
 @pytest.mark.browser
-def test_a_reddit_post_with_script_is_shown_escaped_in_the_sources(engine):
+def test_a_reddit_post_with_script_is_shown_escaped_in_the_sources(engine, settings):
     """RagChat.postprocess output rendered by the same Chatbot the Chat tab uses."""
     import gradio as gr
     from playwright.sync_api import sync_playwright
@@ -273,7 +273,7 @@ def test_a_reddit_post_with_script_is_shown_escaped_in_the_sources(engine):
         permalink="https://www.reddit.com/r/JapanTravel/comments/xs1/x/",
     )
     answer = f"Take the Yamanote line. {XSS_SCRIPT}"
-    rendered = RagChat(engine).postprocess(answer, [document]).display_markdown
+    rendered = RagChat.from_settings(engine, settings, retrieval=False).postprocess(answer, [document]).display_markdown
     assert "<script>" not in rendered and "<img" not in rendered
 
     history = [{"role": "user", "content": "Tokyo?"}, {"role": "assistant", "content": rendered}]

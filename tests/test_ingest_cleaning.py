@@ -14,7 +14,7 @@ import praw
 import pytest
 import zstandard as zstd
 
-from training.cleaning import CleaningConfig, ThreadBuilder, coerce_int, full_permalink
+from training.cleaning import ThreadBuilder, cleaning_config_from_settings, coerce_int, full_permalink
 from training.text_cleaning import clean_text
 from training.ingest import IngestError, ingest_to_threads, load_report
 from training.reddit_api import (
@@ -319,7 +319,7 @@ def test_api_records_match_the_dump_shape_and_clean_the_same(tmp_settings, caplo
         assert {k: raw[k] for k in converted if k in raw} == {k: converted[k] for k in converted if k in raw}
 
     def threads_of(records):
-        builder = ThreadBuilder(CleaningConfig(), tmp_settings.get("data.subreddits"))
+        builder = ThreadBuilder(cleaning_config_from_settings(tmp_settings), tmp_settings.get("data.subreddits"))
         for record in records:
             builder.add(record)
         return builder.finish()

@@ -12,13 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from arena.config import ArenaConfig
 from arena.export import export_votes
 from arena.leaderboard import compute_leaderboard, simulate_votes, write_plots
 from arena.sessions import hash_session
 from arena.store import SQLiteVoteStore, VoteRow
 
-from tests.conftest import REPO
+from tests.conftest import REPO, arena_config
 
 TRUE = {"m0": 1000.0, "m1": 1150.0, "m2": 900.0, "m3": 1250.0, "m4": 1050.0}
 
@@ -90,7 +89,7 @@ def test_ratings_agree_with_the_reference_logistic_regression_including_ties_and
 def test_few_votes_the_prior_keeps_ratings_finite_and_matches_the_reference():
     votes = [VoteRow(f"{i:032x}", f"{i:064x}", "x", "y", "model_a", float(i), 0) for i in range(3)]
     ours = {r.model: r.rating for r in compute_leaderboard(votes).rows}
-    reference = reference_ratings(votes, ArenaConfig().prior_ties)
+    reference = reference_ratings(votes, arena_config().prior_ties)
     assert ours == pytest.approx(reference, abs=0.05)
     assert 0 < ours["x"] - ours["y"] < 400  # three wins: ahead, not infinitely
 
@@ -225,7 +224,7 @@ def test_export_writes_dpo_pairs_skips_ties_and_keeps_both_bad_as_negatives(tmp_
 
     store = SQLiteVoteStore(tmp_path / "votes.sqlite3")
     fill_store(store)
-    config = ArenaConfig(export_validation_fraction=0.0)
+    config = arena_config(export_validation_fraction=0.0)
     report = export_votes(store, config, tmp_path / "datasets")
     assert report.pairs == {"train": 2, "validation": 0} and report.ties_skipped == 1
     assert report.different_context_skipped == 1 and report.negatives["train"] == 2

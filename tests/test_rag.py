@@ -64,10 +64,14 @@ def retriever(settings):
 
 
 @pytest.fixture(scope="module")
-def rag(engine, retriever):
+def rag(engine, retriever, settings):
+    from chatbot.evidence import EvidenceConfig
     from chatbot.rag import RagChat
+    from retrieval import RetrievalConfig
 
-    return RagChat(engine, retriever, top_k=2, subreddits=["JapanTravel", "lisbon", "VisitingIceland", "solotravel"])
+    return RagChat(engine, retriever, top_k=2, subreddits=["JapanTravel", "lisbon", "VisitingIceland", "solotravel"],
+                   followup_max_words=RetrievalConfig.from_settings(settings).followup_max_words,
+                   evidence=EvidenceConfig.from_settings(settings))
 
 
 def test_prepare_lays_out_the_raft_prompt_like_training(rag, retriever, engine):
@@ -254,11 +258,14 @@ def test_prepare_finds_evidence_and_postprocess_shows_it_escaped_and_apart(rag):
 
 
 def test_retrieval_problems_are_said_in_the_chat(engine, settings, retriever, tmp_path):
+    from chatbot.evidence import EvidenceConfig
     from chatbot.rag import NOTICE_HEADING, RagChat
-    from retrieval import Retriever
+    from retrieval import RetrievalConfig, Retriever
     from tests.conftest import free_port
 
-    strict = RagChat(engine, Retriever.from_settings(settings.with_overrides({"retrieval": {"min_similarity": 0.95}})), 2)
+    strict = RagChat(engine, Retriever.from_settings(settings.with_overrides({"retrieval": {"min_similarity": 0.95}})), 2,
+                     followup_max_words=RetrievalConfig.from_settings(settings).followup_max_words,
+                     evidence=EvidenceConfig.from_settings(settings))
     nothing = strict.prepare([{"role": "user", "content": "Do I need cash in Lisbon?"}], use_retrieval=True)
     assert nothing.documents == [] and "similarity floor (retrieval.min_similarity = 0.95)" in nothing.notice
     shown = strict.postprocess("Hi!", nothing.documents, nothing.evidence, nothing.notice).display_markdown

@@ -74,9 +74,10 @@ def test_remote_battle_rows_are_each_their_own_models_answer(remote, engine):
     assert_answers_are_greedy_for_their_rows(engine, requests, rows)
 
 
-def test_remote_errors_are_generation_errors_and_the_server_keeps_serving(remote, server_url):
+def test_remote_errors_are_generation_errors_and_the_server_keeps_serving(remote, server_url, settings):
     from chatbot import GenerationError
-    from chatbot.remote import RemoteBackendError, RemoteEngine
+    from chatbot.remote import InferenceConfig, RemoteBackendError, RemoteEngine
+    from chatbot.sampling import SamplingConfig
 
     with pytest.raises(GenerationError, match="'rlhf' is not available"):
         remote.generate(QUESTION, "rlhf")
@@ -91,7 +92,9 @@ def test_remote_errors_are_generation_errors_and_the_server_keeps_serving(remote
     assert refused.status_code == 404 and "not served" in refused.json()["error"]["message"]
     # No server at the URL: a clear error when the engine starts.
     with pytest.raises(RemoteBackendError, match="cannot list its models"):
-        RemoteEngine(f"http://127.0.0.1:{free_port()}/v1", ["base"])
+        RemoteEngine(f"http://127.0.0.1:{free_port()}/v1", ["base"], system_prompt="",
+                     timeout_s=InferenceConfig.from_settings(settings).timeout_s,
+                     sampling=SamplingConfig.from_settings(settings))
 
 
 def test_non_streaming_completion_matches(server_url, engine):

@@ -242,21 +242,24 @@ def test_an_unreachable_server_is_one_clear_error(tmp_path, monkeypatch, capsys)
 
 
 def test_chroma_settings_are_checked_and_the_token_comes_from_the_environment(tmp_path, monkeypatch):
+    import dataclasses
+
     from retrieval.config import ChromaConfig, RetrievalConfig
     from retrieval.store import _auth_headers, _token
-    from settings import ConfigError
+    from settings import ConfigError, shipped_defaults
 
     settings = _settings(tmp_path, tmp_path / "threads")
-    assert RetrievalConfig.from_settings(settings).chroma == ChromaConfig()  # persistent by default
+    shipped = ChromaConfig(**shipped_defaults().retrieval.chroma.model_dump())
+    assert RetrievalConfig.from_settings(settings).chroma == shipped  # persistent by default
     for bad in ({"mode": "cloud"}, {"port": 0}, {"host": "http://x"}, {"auth_header": "Cookie"}, {"colour": 1}):
         with pytest.raises(ConfigError):
             RetrievalConfig.from_settings(settings.with_overrides({"retrieval": {"chroma": bad}}))
 
-    config = ChromaConfig(mode="http", auth_token_env="WAYFARER_TEST_CHROMA_TOKEN")
+    config = dataclasses.replace(shipped, mode="http", auth_token_env="WAYFARER_TEST_CHROMA_TOKEN")
     monkeypatch.delenv("WAYFARER_TEST_CHROMA_TOKEN", raising=False)
     assert _token(config) is None and _auth_headers(config, None) == {}
     monkeypatch.setenv("WAYFARER_TEST_CHROMA_TOKEN", "s3cret")
     assert _auth_headers(config, _token(config)) == {"Authorization": "Bearer s3cret"}
-    x_token = ChromaConfig(mode="http", auth_token_env="WAYFARER_TEST_CHROMA_TOKEN", auth_header="X-Chroma-Token")
+    x_token = dataclasses.replace(config, auth_header="X-Chroma-Token")
     assert _auth_headers(x_token, _token(x_token)) == {"X-Chroma-Token": "s3cret"}
     assert os.environ["WAYFARER_TEST_CHROMA_TOKEN"] == "s3cret"

@@ -8,7 +8,9 @@ has it and leave the other row alone.
 import torch
 
 from chatbot.sampling import RowSampler, SamplingConfig
+from settings import load_settings
 
+GENERATION = SamplingConfig.from_settings(load_settings())
 VOCAB = 8
 CYCLE = [1, 2, 3, 4]
 
@@ -28,8 +30,8 @@ def ngram_counts(tokens: list[int], n: int) -> int:
 
 
 def test_an_answer_ngram_occurs_at_most_max_ngram_repeats_times_and_only_in_its_row():
-    limited = SamplingConfig(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=2)
-    unlimited = SamplingConfig(temperature=0, repetition_penalty=1.0, max_ngram_repeats=0)
+    limited = GENERATION.override(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=2)
+    unlimited = GENERATION.override(temperature=0, repetition_penalty=1.0, max_ngram_repeats=0)
     sampler = RowSampler(VOCAB, "cpu")
     # The prompt holds the cycle three times: prompt n-grams never count (RAG answers copy documents).
     sampler.add(limited, CYCLE * 3, seed=None)
@@ -47,9 +49,9 @@ def test_an_answer_ngram_occurs_at_most_max_ngram_repeats_times_and_only_in_its_
 
 
 def test_rows_keep_their_own_ngram_counts_when_the_batch_is_compacted():
-    limited = SamplingConfig(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=1)
+    limited = GENERATION.override(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=1)
     sampler = RowSampler(VOCAB, "cpu")
-    sampler.add(SamplingConfig(temperature=0, max_ngram_repeats=0), [], seed=None)
+    sampler.add(GENERATION.override(temperature=0, max_ngram_repeats=0), [], seed=None)
     sampler.add(limited, [], seed=None)
     previous: list[int | None] = [None, None]
     for _ in range(4):

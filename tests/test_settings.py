@@ -69,3 +69,66 @@ def test_unknown_profile_and_unknown_keys_fail_loudly():
 def test_missing_model_package_is_explained():
     with pytest.raises(ConfigError, match="not installed"):
         resolve_model_ref("package:no_such_wayfarer_package/model.gguf")
+
+
+# ------------------------------------------------------------------------------- validation
+def profile_names() -> list[str]:
+    import yaml
+
+    return sorted(yaml.safe_load((REPO / "wayfarer.yaml").read_text())["profiles"])
+
+
+@pytest.mark.parametrize("profile", profile_names())
+def test_every_profile_validates_with_every_section_typed(profile):
+    assert {"local", "gpu"} <= set(profile_names())
+    settings = load_settings(profile=profile, environ={})
+    assert set(settings.config.model_fields_set) == set(settings.data)  # every section, each checked
+    assert settings.config.ui.server_port == settings.get("ui.server_port")
+    assert settings.config.training.qlora.batch_size == settings.get("training.qlora.batch_size")
+
+
+def test_the_shipped_defaults_alone_are_a_whole_configuration():
+    from settings import WayfarerConfig, shipped_defaults
+
+    defaults = shipped_defaults()  # what keyword defaults in code read (arena.leaderboard)
+    assert isinstance(defaults, WayfarerConfig)
+    gpu = load_settings(profile="gpu", environ={}).config
+    assert defaults.arena == gpu.arena and defaults.generation.top_p == gpu.generation.top_p  # not overridden there
+
+
+def test_a_wrong_type_fails_at_load_naming_its_dotted_key():
+    with pytest.raises(ConfigError, match=r"training\.qlora\.batch_size: Input should be a valid integer"):
+        load_settings(profile="local", environ={}, overrides={"training": {"qlora": {"batch_size": "four"}}})
+    # From the environment too: YAML parsing keeps "true" a boolean, which is not a port number.
+    with pytest.raises(ConfigError, match=r"ui\.server_port: Input should be a valid integer"):
+        load_settings(profile="local", environ={"WAYFARER__UI__SERVER_PORT": "true"})
+    with pytest.raises(ConfigError, match=r"runtime\.offline: Input should be a valid boolean"):
+        load_settings(profile="local", environ={}, overrides={"runtime": {"offline": "sometimes"}})
+
+
+def test_an_unknown_key_fails_at_load_naming_it():
+    with pytest.raises(ConfigError, match=r"retrieval\.chroma\.colour: Extra inputs are not permitted"):
+        load_settings(profile="local", environ={}, overrides={"retrieval": {"chroma": {"colour": 1}}})
+    with pytest.raises(ConfigError, match=r"(?m)^  uii: Extra inputs are not permitted"):
+        load_settings(profile="local", environ={"WAYFARER__UII__SERVER_PORT": "8080"})
+    settings = load_settings(profile="local", environ={})
+    with pytest.raises(ConfigError, match=r"generation\.temprature: Extra inputs"):
+        settings.with_overrides({"generation": {"temprature": 0.2}})
+
+
+def test_a_missing_key_fails_naming_it(tmp_path):
+    import yaml
+
+    document = yaml.safe_load((REPO / "wayfarer.yaml").read_text())
+    del document["defaults"]["ui"]["concurrency_limit"]
+    config = tmp_path / "wayfarer.yaml"
+    config.write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError, match=r"ui\.concurrency_limit: Field required"):
+        load_settings(profile="local", config_file=config, environ={})
+
+
+def test_null_is_accepted_only_where_it_means_something():
+    settings = load_settings(profile="local", environ={})
+    assert settings.config.training.seed is None and settings.config.data.datasets.seed is None  # runtime.seed
+    with pytest.raises(ConfigError, match=r"runtime\.seed: Input should be a valid integer"):
+        load_settings(profile="local", environ={}, overrides={"runtime": {"seed": None}})

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from arena.config import ArenaConfig
 from arena.export import prepare_export
 from arena.leaderboard import leaderboard_from_store
 from arena.records import RateLimit, StoredDocument, VoteRejected
@@ -26,6 +25,7 @@ from arena.store import SCHEMA_VERSION, PostgresVoteStore, SQLiteVoteStore
 from arena.store_sql import schema_statements
 from raft import Document, build_user_message
 from settings import ConfigError
+from tests.conftest import arena_config
 
 SALT = "integrity-salt"
 ATTACKER = hash_client(SALT, "198.51.100.23")
@@ -99,7 +99,7 @@ def test_a_thousand_votes_from_one_address_over_fresh_sessions_count_only_what_t
     client's to choose) from one address; one attempt every half second for 500 s."""
     clock = Clock()
     store = location.open(clock)
-    config = ArenaConfig()  # the shipped limits: 10 a minute, 60 an hour, 200 a day
+    config = arena_config()  # the shipped limits: 10 a minute, 60 an hour, 200 a day
     outcomes = []
     for i in range(1000):
         clock.now = T0 + 0.5 * i
@@ -186,12 +186,12 @@ def test_concurrent_votes_from_one_address_never_pass_the_limit_together(locatio
 
 # ------------------------------------------------------------------------------- abuse flags
 def test_the_shipped_abuse_threshold_is_reachable_and_flags_a_client_at_the_limit():
-    config = ArenaConfig()
+    config = arena_config()
     assert config.abuse_votes <= config.max_votes_admitted(config.abuse_minutes * 60)
     # The thresholds the arena shipped before (1,000 votes in 10 minutes against 10 a minute)
     # could never flag anyone; such a configuration is now refused at start-up.
     with pytest.raises(ConfigError, match="can never be reached"):
-        ArenaConfig(max_votes_per_minute=10, abuse_votes=1000, abuse_minutes=10)
+        arena_config(max_votes_per_minute=10, abuse_votes=1000, abuse_minutes=10)
 
 
 def test_a_flagged_client_is_left_out_of_the_board_and_the_export_and_counted(location):
@@ -200,7 +200,7 @@ def test_a_flagged_client_is_left_out_of_the_board_and_the_export_and_counted(lo
     the weaker model, are left out of the ratings and of the training export, and counted."""
     clock = Clock()
     store = location.open(clock)
-    config = ArenaConfig(export_validation_fraction=0.0)
+    config = arena_config(export_validation_fraction=0.0)
     admitted = 0
     for i in range(240):
         clock.now = T0 + 30.0 * i
@@ -218,7 +218,7 @@ def test_a_flagged_client_is_left_out_of_the_board_and_the_export_and_counted(lo
     assert (board.votes_used, board.votes_excluded, board.flagged_votes) == (3, 120, 120)
     assert board.flagged_clients == 1 and board.flagged_sessions == 0  # every bot session voted once
     assert board.models == ["raft", "base"]
-    included = leaderboard_from_store(store, ArenaConfig(include_flagged_votes=True))
+    included = leaderboard_from_store(store, arena_config(include_flagged_votes=True))
     assert included.votes_used == 123 and included.votes_excluded == 0 and included.flagged_votes == 120
     assert included.models == ["base", "raft"]  # what the bot would have made of the board
 
@@ -272,7 +272,7 @@ def test_a_battle_keeps_the_documents_it_showed_and_the_export_prompt_is_their_r
     assert record.documents[0].text == DOCUMENTS[0].text and record.documents[0].permalink.endswith("/t9/x/")
     assert record.doc_ids == ["t9-0", "a1-2"] and record.client_hash == ATTACKER
 
-    prepared = prepare_export(store, ArenaConfig(export_validation_fraction=0.0))
+    prepared = prepare_export(store, arena_config(export_validation_fraction=0.0))
     row = prepared.datasets["arena_preference"]["train"][0]
     assert row["prompt"] == [{"role": "user", "content": shown}]  # documents sorted by id, as RAFT trains
     assert '<DOCUMENT id="a1-2"' in row["prompt"][0]["content"] and row["doc_ids"] == ["t9-0", "a1-2"]

@@ -45,21 +45,19 @@ _MIN_DEDUP_KEY_CHARS = 20
 class CleaningConfig:
     """`data.cleaning` in wayfarer.yaml (the `api` sub-section belongs to training/reddit_api)."""
 
-    min_post_score: int = 1
-    min_comment_score: int = 1
-    min_comments: int = 1  # threads with fewer kept comments are dropped (nothing to learn from)
-    max_comments_per_thread: int = 6
-    min_comment_chars: int = 15  # "this", "+1", "thanks!" carry no travel advice
-    max_title_chars: int = 300
-    max_body_chars: int = 6000
-    max_comment_chars: int = 3000
-    drop_nsfw: bool = True
-    drop_stickied_comments: bool = True  # moderator notices pinned under posts
-    bot_authors: Sequence[str] = ("AutoModerator",)
-    bot_author_pattern: str = r"(?i)(?:bot|_bot|-bot)\d*$"
-    bot_body_markers: Sequence[str] = (
-        "i am a bot", "i'm a bot", "this action was performed automatically", "remindme!",
-    )
+    min_post_score: int
+    min_comment_score: int
+    min_comments: int  # threads with fewer kept comments are dropped (nothing to learn from)
+    max_comments_per_thread: int
+    min_comment_chars: int  # "this", "+1", "thanks!" carry no travel advice
+    max_title_chars: int
+    max_body_chars: int
+    max_comment_chars: int
+    drop_nsfw: bool
+    drop_stickied_comments: bool  # moderator notices pinned under posts
+    bot_authors: Sequence[str]
+    bot_author_pattern: str
+    bot_body_markers: Sequence[str]
 
     def __post_init__(self):
         object.__setattr__(self, "bot_authors", tuple(self.bot_authors))
@@ -72,8 +70,8 @@ class CleaningConfig:
 def cleaning_config_from_settings(settings) -> CleaningConfig:
     from settings import build_dataclass
 
-    section = dict(settings.get("data.cleaning", {}) or {})
-    section.pop("api", None)
+    section = settings.section("data")["cleaning"]
+    section.pop("api")
     return build_dataclass(CleaningConfig, section)
 
 

@@ -21,32 +21,32 @@ COMPUTE_DTYPES = ("auto", "bfloat16", "float32", "float16")
 
 @dataclasses.dataclass(frozen=True)
 class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | tuple[str, ...] = "all-linear"
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: str | tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """Hyper-parameters shared by every trainer (one block per method in the YAML)."""
 
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int = -1                 # > 0 overrides epochs
-    batch_size: int = 4
-    grad_accumulation: int = 1
-    max_length: int = 1024              # tokens of prompt + answer
-    eval_steps: int = 50
-    logging_steps: int = 10
-    max_train_rows: int | None = None   # null: every row (local runs use a seeded sample)
-    max_eval_rows: int | None = None
-    warmup_ratio: float = 0.0
-    lr_scheduler: str = "cosine"
-    optimizer: str = "adamw_torch"
-    bf16: bool = False                  # mixed precision (GPU); CPUs without bf16 units are faster without
-    gradient_checkpointing: bool = False
-    weight_decay: float = 0.0
+    learning_rate: float
+    epochs: float
+    max_steps: int  # > 0 overrides epochs
+    batch_size: int
+    grad_accumulation: int
+    max_length: int  # tokens of prompt + answer
+    eval_steps: int
+    logging_steps: int
+    max_train_rows: int | None  # null: every row (local runs use a seeded sample)
+    max_eval_rows: int | None
+    warmup_ratio: float
+    lr_scheduler: str
+    optimizer: str
+    bf16: bool  # mixed precision (GPU); CPUs without bf16 units are faster without
+    gradient_checkpointing: bool
+    weight_decay: float
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accumulation < 1:
@@ -63,16 +63,16 @@ class RunSettings:
 
 @dataclasses.dataclass(frozen=True)
 class DpoSettings(RunSettings):
-    beta: float = 0.1                   # strength of the pull towards the reference (RAFT) model
+    beta: float  # strength of the pull towards the reference (RAFT) model
 
 
 @dataclasses.dataclass(frozen=True)
 class OnlineSettings(RunSettings):
-    trainer: str = "grpo"               # grpo or rloo
-    num_generations: int = 4            # sampled answers per prompt, compared with each other
-    max_completion_length: int = 256
-    temperature: float = 0.9
-    beta: float = 0.0                   # KL penalty towards the reference; 0 skips the reference model
+    trainer: str  # grpo or rloo
+    num_generations: int  # sampled answers per prompt, compared with each other
+    max_completion_length: int
+    temperature: float
+    beta: float  # KL penalty towards the reference; 0 skips the reference model
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,20 +84,20 @@ class OnlineSettings(RunSettings):
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    seed: int = 1234
-    compute_dtype: str | None = None    # bfloat16, float32, auto (bf16 when the hardware has bf16 units)
+    seed: int
+    compute_dtype: str | None  # bfloat16, float32, auto (bf16 when the hardware has bf16 units)
                                         # or null (model.compute_dtype); see training.precision.training_precision
-    quantization: str = "nf4"           # base weights while training: nf4 (QLoRA) or none (float32 + LoRA)
-    rlhf_method: str = "dpo"            # dpo (default, stable on small data) or online
-    rlhf_start_adapter: str = "raft"    # RLHF starts from (and, for DPO, is anchored to) this adapter
-    use_arena_votes: bool = True        # add datasets/arena_preference to the reward and DPO training data
-    min_answer_tokens: int = 16         # rows whose prompt leaves fewer answer tokens in max_length are dropped
-    lora: LoraSettings = LoraSettings()
-    qlora: RunSettings = RunSettings()
-    raft: RunSettings = RunSettings()
-    reward: RunSettings = RunSettings()
-    dpo: DpoSettings = DpoSettings()
-    online: OnlineSettings = OnlineSettings()
+    quantization: str  # base weights while training: nf4 (QLoRA) or none (float32 + LoRA)
+    rlhf_method: str  # dpo (default, stable on small data) or online
+    rlhf_start_adapter: str  # RLHF starts from (and, for DPO, is anchored to) this adapter
+    use_arena_votes: bool  # add datasets/arena_preference to the reward and DPO training data
+    min_answer_tokens: int  # rows whose prompt leaves fewer answer tokens in max_length are dropped
+    lora: LoraSettings
+    qlora: RunSettings
+    raft: RunSettings
+    reward: RunSettings
+    dpo: DpoSettings
+    online: OnlineSettings
 
     def __post_init__(self) -> None:
         if self.rlhf_method not in RLHF_METHODS:
@@ -109,18 +109,16 @@ class TrainingConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TrainingConfig":
-        section = settings.section("training")
-        if section.get("seed") is None:
-            section["seed"] = int(settings.get("runtime.seed", 0))
+        section = settings.section("training")  # as written (checked by settings.schema): hashes stay stable
+        if section["seed"] is None:
+            section["seed"] = settings.config.runtime.seed
+        lora = section["lora"]
+        if isinstance(lora["target_modules"], list):
+            lora["target_modules"] = tuple(lora["target_modules"])
         nested = {"lora": LoraSettings, "qlora": RunSettings, "raft": RunSettings, "reward": RunSettings,
                   "dpo": DpoSettings, "online": OnlineSettings}
         for key, kind in nested.items():
-            value = section.get(key) or {}
-            if not isinstance(value, dict):
-                raise ConfigError(f"training.{key} must be a mapping")
-            if key == "lora" and isinstance(value.get("target_modules"), list):
-                value["target_modules"] = tuple(value["target_modules"])
-            section[key] = build_dataclass(kind, value)
+            section[key] = build_dataclass(kind, section[key])
         return build_dataclass(cls, section)
 
     def method(self, name: str) -> RunSettings:

@@ -156,7 +156,7 @@ def _api_records(settings, limit: int | None, progress: bool) -> Iterator[tuple[
 
     config = api_config_from_settings(settings)
     reddit = create_reddit()
-    records = fetch_records(reddit, settings.get("data.subreddits") or [], config, limit=limit)
+    records = fetch_records(reddit, settings.config.data.subreddits, config, limit=limit)
     for record in _progress(records, progress, desc="reddit api", unit=" records"):
         yield record, None
 
@@ -257,7 +257,7 @@ def ingest_to_threads(
     if source not in {"dump", "api"}:
         raise ValueError(f"source must be 'dump' or 'api', not {source!r}")
     output = Path(output) if output is not None else settings.path("threads")
-    builder = ThreadBuilder(cleaning_config_from_settings(settings), settings.get("data.subreddits") or [])
+    builder = ThreadBuilder(cleaning_config_from_settings(settings), settings.config.data.subreddits)
     stats = DumpStats()
     if source == "dump":
         inputs = [Path(p) for p in inputs] if inputs else [settings.path("demo_corpus")]

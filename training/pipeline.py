@@ -126,7 +126,7 @@ def _build_fingerprint(settings: Settings) -> str:
 def _index_fingerprint(settings: Settings) -> str:
     # The golden split is decided from the threads and these settings (the index step writes
     # it first), so they stand for the golden ids file, which may not exist yet.
-    datasets = settings.get("data.datasets") or {}
+    datasets = settings.get("data.datasets")
     golden = {key: datasets.get(key) for key in ("seed", "golden_fraction", "golden_min_threads", "answer_min_chars")}
     return config_hash({"format": DATASET_FORMAT, "threads": dataset_fingerprint(settings.path("threads")),
                         "golden": golden, "seed": settings.get("runtime.seed"),

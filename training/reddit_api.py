@@ -88,10 +88,10 @@ class RedditCredentials:
 class ApiConfig:
     """`data.cleaning.api` in wayfarer.yaml."""
 
-    listings: tuple[str, ...] = ("top", "new")
-    time_filter: str = "year"  # for the `top` listing
-    limit: int = 100  # posts per listing and subreddit
-    comment_sort: str = "top"
+    listings: tuple[str, ...]
+    time_filter: str  # for the `top` listing
+    limit: int  # posts per listing and subreddit
+    comment_sort: str
 
     def __post_init__(self):
         object.__setattr__(self, "listings", tuple(self.listings))
@@ -106,7 +106,7 @@ class ApiConfig:
 def api_config_from_settings(settings) -> ApiConfig:
     from settings import build_dataclass
 
-    return build_dataclass(ApiConfig, settings.get("data.cleaning.api", {}) or {})
+    return build_dataclass(ApiConfig, settings.section("data")["cleaning"]["api"])
 
 
 def create_reddit(credentials: RedditCredentials | None = None):
@@ -173,7 +173,7 @@ def _listing(subreddit, listing: str, config: ApiConfig, limit: int):
 def fetch_records(
     reddit,
     subreddits: Iterable[str],
-    config: ApiConfig = ApiConfig(),
+    config: ApiConfig,
     limit: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Submissions of each subreddit's listings, each followed by all its loaded comments."""

@@ -130,7 +130,7 @@ def load_pairs(settings: Settings, config: TrainingConfig, run_settings):
     train = concatenate_datasets([dd[TRAIN].select_columns(PAIR_COLUMNS) for dd in splits.values()
                                   if len(dd[TRAIN])])
     validation = splits["preference"][VALIDATION].select_columns(PAIR_COLUMNS)
-    system_prompt = settings.get("model.system_prompt", "") or ""
+    system_prompt = settings.config.model.system_prompt
     # Pairs whose prompt holds documents (RLHF starts from RAFT and is served with retrieval)
     # get the documents system prompt, exactly as the chatbot sends it.
     documents_prompt = system_prompt_with_documents(system_prompt)

@@ -72,7 +72,7 @@ def prepare_sft_data(settings: Settings, method: str, tokenizer, config, run_set
     datasets_dir = settings.path("datasets")
     splits = load_splits(datasets_dir, SFT_METHODS[method])
     check_no_golden(datasets_dir, splits[TRAIN], splits[VALIDATION])
-    system_prompt = settings.get("model.system_prompt", "") or ""
+    system_prompt = settings.config.model.system_prompt
     documents_prompt = system_prompt_with_documents(system_prompt)
     prepared, dropped = {}, {}
     for split, limit in ((TRAIN, run_settings.max_train_rows), (VALIDATION, run_settings.max_eval_rows)):

@@ -35,7 +35,7 @@ def build_datasets(settings: Settings, threads: Path | None = None, output: Path
     from tqdm.auto import tqdm
 
     config = DatasetsConfig.from_settings(settings)
-    retrieval_config = settings.section("retrieval")
+    retrieval_config = settings.config.retrieval
     threads_path = Path(threads) if threads else settings.path("threads")
     output_path = Path(output) if output else settings.path("datasets")
     report = BuildReport(threads_path=str(threads_path), output_path=str(output_path), seed=config.seed)
@@ -46,7 +46,7 @@ def build_datasets(settings: Settings, threads: Path | None = None, output: Path
     report.golden_threads = len(splits.golden)
 
     chunker = chunker_from_settings(settings)
-    max_comments, top_k = int(retrieval_config["max_comments"]), int(retrieval_config["top_k"])
+    max_comments, top_k = retrieval_config.max_comments, retrieval_config.top_k
     chunks_by_thread = {t.thread_id: thread_chunks(t, chunker, max_comments)
                         for t in tqdm(ordered, desc="chunking threads", leave=False)}
     # Train rows see train threads only; validation rows may also see train threads. Golden

@@ -21,26 +21,26 @@ class DatasetBuildError(RuntimeError):
 class DatasetsConfig:
     """The `data.datasets` section of wayfarer.yaml (see the comments there)."""
 
-    seed: int | None = None
-    golden_fraction: float = 0.1
-    golden_min_threads: int = 10
-    validation_fraction: float = 0.1
-    question_max_chars: int = 2000
-    answer_min_chars: int = 40
-    answer_max_chars: int = 1500
-    preference_answer_max_chars: int = 600
-    sft_second_comment_score_ratio: float | None = 0.5
-    raft_oracle_probability: float = 0.8
-    raft_distractors: int = 3
-    raft_idk_fraction: float = 0.05
-    raft_idk_answer: str = "I don't know: the documents do not cover this question."
-    raft_max_quotes: int = 2
-    raft_quote_min_chars: int = 25
-    raft_quote_max_chars: int = 300
-    raft_answer_max_chars: int = 600
-    raft_hard_negatives: bool = True
-    preference_min_score_gap: int = 3
-    preference_max_pairs_per_thread: int = 3
+    seed: int | None
+    golden_fraction: float
+    golden_min_threads: int
+    validation_fraction: float
+    question_max_chars: int
+    answer_min_chars: int
+    answer_max_chars: int
+    preference_answer_max_chars: int
+    sft_second_comment_score_ratio: float | None
+    raft_oracle_probability: float
+    raft_distractors: int
+    raft_idk_fraction: float
+    raft_idk_answer: str
+    raft_max_quotes: int
+    raft_quote_min_chars: int
+    raft_quote_max_chars: int
+    raft_answer_max_chars: int
+    raft_hard_negatives: bool
+    preference_min_score_gap: int
+    preference_max_pairs_per_thread: int
 
     def __post_init__(self) -> None:
         for name in ("golden_fraction", "validation_fraction", "raft_idk_fraction"):
@@ -61,7 +61,7 @@ class DatasetsConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DatasetsConfig":
-        config = build_dataclass(cls, settings.get("data.datasets", {}) or {})
+        config = build_dataclass(cls, settings.section("data")["datasets"])
         if config.seed is None:
-            config = dataclasses.replace(config, seed=int(settings.get("runtime.seed", 0)))
+            config = dataclasses.replace(config, seed=settings.config.runtime.seed)
         return config
