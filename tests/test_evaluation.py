@@ -14,8 +14,8 @@ from arena.store import SQLiteVoteStore
 from evaluation.agreement import agreement_with_humans, kendall_tau
 from evaluation.judge import (
     TIE,
-    FunctionJudge,
     PairwiseItem,
+    TextJudge,
     judge_pairwise,
     pairwise_prompts,
     parse_grade,
@@ -26,6 +26,20 @@ from evaluation.metrics import bertscore, bleu, rouge, semantic_similarity, spli
 from evaluation.rag_metrics import average_precision, context_recall, faithfulness
 
 SESSION = hash_session("test-salt", "evaluation-tests")
+
+
+class FunctionJudge(TextJudge):
+    """A text judge from a Python function (system, user) -> text: judges whose answers a test
+    chooses, to check the swap rule, the parsing and the cache."""
+
+    def __init__(self, function, identity: str):
+        self.function = function
+        self.identity = identity
+
+    def complete_many(self, prompts):
+        return [self.function(p.system, p.user) for p in prompts]
+
+
 REFERENCE = "Take the Keisei Access Express from Narita to Nippori; it is the cheapest way into Tokyo."
 
 
