@@ -467,26 +467,12 @@ class _AllAtOnce:
 
 @pytest.fixture(scope="module")
 def judge_server(engine):
-    import threading
-    import time
-
-    import uvicorn
-
     from chatbot.openai_server import create_app
-    from tests.conftest import free_port
+    from tests.conftest import serve_asgi
 
     middleware = _AllAtOnce(create_app(engine, api_key=JUDGE_KEY), parties=4)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(middleware, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the OpenAI-compatible server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", middleware
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(middleware, "the OpenAI-compatible server") as url:
+        yield f"{url}/v1", middleware
 
 
 def test_a_remote_judge_sends_reference_guided_prompts_concurrently(settings, judge_server):
