@@ -224,7 +224,7 @@ def _vote_ladder(store) -> None:
 
 
 def test_agreement_with_human_votes_on_a_constructed_case(settings, tmp_path):
-    from evaluation.report import human_votes
+    from evaluation.summaries import human_votes
 
     store = SQLiteVoteStore(tmp_path / "votes.sqlite3")
     _vote_ladder(store)
