@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 STAGES = ("retrieving", "answering", "scoring", "judging", "reddit pairs")  # in run order, for progress bars
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
@@ -74,24 +73,12 @@ class Progress:
 
 def machine_description() -> str:
     """The CPU (and GPU) the run's timings were measured on, e.g. for the report's run line."""
-    import platform
-
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = [f for f in ("avx512f", "avx512_bf16", "amx_tile") if f" {f}" in text]
-        flags = f" ({', '.join(found)})" if found else " (no AVX-512)"
-    except OSError:
-        pass
+    from chatbot.calibration import cpu_model
+    from chatbot.doctor import cpu_flags
+
+    found = [f for f in ("avx512f", "avx512_bf16", "amx_tile") if f in cpu_flags()]
+    flags = f" ({', '.join(found)})" if found else " (no AVX-512)"
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}{flags}, {torch.get_num_threads()} torch threads{gpu}"
+    return f"{cpu_model()}{flags}, {torch.get_num_threads()} torch threads{gpu}"

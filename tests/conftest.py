@@ -105,6 +105,15 @@ def serve_blocks(demo, **queue_options):
         demo.close()
 
 
+def ask_in_chat(page, question: str, model: str = "base") -> None:
+    """In the Chat tab open on `page`: choose `model` and send `question`."""
+    page.get_by_label("Model").click()
+    page.get_by_role("option", name=model, exact=True).click()
+    box = page.get_by_placeholder("Ask about a destination, transport, costs, visas...")
+    box.fill(question)
+    box.press("Enter")
+
+
 @pytest.fixture
 def browser():
     """Headless Chromium (Debian's package) driven by Playwright; closed after the test."""

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import serve_app
+from tests.conftest import ask_in_chat, serve_app
 
 QUESTION = "Any tips for a first trip to Tokyo?"
 LONG_QUESTION = "Write a detailed packing list for two weeks of backpacking in Vietnam in the rainy season."
@@ -68,11 +68,7 @@ def test_a_traveler_sees_the_answer_stream_in_the_browser(app_url, browser):
         }"""
     )
     # The base model: the test adapters are random and may stop after a word or two.
-    page.get_by_label("Model").click()
-    page.get_by_role("option", name="base", exact=True).click()
-    box = page.get_by_placeholder("Ask about a destination, transport, costs, visas...")
-    box.fill(LONG_QUESTION)
-    box.press("Enter")
+    ask_in_chat(page, LONG_QUESTION)
     # Done when the answer has stopped changing for a few seconds.
     deadline, seen, stable_since = time.monotonic() + 120, 0, time.monotonic()
     while time.monotonic() < deadline:

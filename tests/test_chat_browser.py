@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import home_settings, index_threads, serve_app, serve_asgi, thread_record
+from tests.conftest import ask_in_chat, home_settings, index_threads, serve_app, serve_asgi, thread_record
 
 QUESTION = "Will small cafes in Lisbon take my card, or should I bring cash?"
 ANSWER_PIECES = [
@@ -102,11 +102,7 @@ def test_a_traveller_sees_clean_streaming_then_evidence_with_permalinks_and_can_
             }).observe(document.body, {subtree: true, childList: true, characterData: true});
         }"""
     )
-    page.get_by_label("Model").click()
-    page.get_by_role("option", name="base", exact=True).click()
-    box = page.get_by_placeholder("Ask about a destination, transport, costs, visas...")
-    box.fill(QUESTION)
-    box.press("Enter")
+    ask_in_chat(page, QUESTION)
     # Poll as well: the DOM is read every 100 ms until the evidence block is there.
     polled = []
     deadline = time.monotonic() + 120
