@@ -181,6 +181,11 @@ class SQLVoteStore:
     def _execute(self, conn, sql: str, params: Sequence = ()):
         return conn.execute(self._translate(sql.replace("{lock}", self.lock_clause)), tuple(params))
 
+    def _fetch(self, sql: str, params: Sequence = ()) -> list:
+        """All rows of one read query, on a reading connection."""
+        with self._reading() as conn:
+            return self._execute(conn, sql, params).fetchall()
+
     def _create_schema(self) -> None:
         """Create the schema, or migrate it to SCHEMA_VERSION, in one transaction."""
         with self._transaction() as conn:
@@ -203,8 +208,7 @@ class SQLVoteStore:
                 self._execute(conn, "INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     def schema_version(self) -> int:
-        with self._reading() as conn:
-            return max(r[0] for r in self._execute(conn, "SELECT version FROM schema_version").fetchall())
+        return max(r[0] for r in self._fetch("SELECT version FROM schema_version"))
 
     # ------------------------------------------------------------------------------- writes
     def create_battle(
@@ -371,13 +375,11 @@ class SQLVoteStore:
 
     # ------------------------------------------------------------------------------- reads
     def _select_battles(self, where: str = "", params: tuple = ()) -> list[BattleRecord]:
-        with self._reading() as conn:
-            rows = self._execute(
-                conn,
-                f"SELECT {_BATTLE_COLUMNS} FROM battles b LEFT JOIN votes v ON v.battle_id = b.battle_id "
-                f"{where} ORDER BY b.created_at, b.turn",
-                params,
-            ).fetchall()
+        rows = self._fetch(
+            f"SELECT {_BATTLE_COLUMNS} FROM battles b LEFT JOIN votes v ON v.battle_id = b.battle_id "
+            f"{where} ORDER BY b.created_at, b.turn",
+            params,
+        )
         return [_battle_from_row(row) for row in rows]
 
     def battle(self, battle_id: str) -> BattleRecord | None:
@@ -391,12 +393,10 @@ class SQLVoteStore:
         return self._select_battles("WHERE v.vote IS NOT NULL" if voted_only else "")
 
     def votes(self) -> list[VoteRow]:
-        with self._reading() as conn:
-            rows = self._execute(
-                conn,
-                "SELECT v.battle_id, v.session_hash, b.model_a, b.model_b, v.vote, v.voted_at, b.turn, v.client_hash "
-                "FROM votes v JOIN battles b ON b.battle_id = v.battle_id ORDER BY v.voted_at, v.battle_id",
-            ).fetchall()
+        rows = self._fetch(
+            "SELECT v.battle_id, v.session_hash, b.model_a, b.model_b, v.vote, v.voted_at, b.turn, v.client_hash "
+            "FROM votes v JOIN battles b ON b.battle_id = v.battle_id ORDER BY v.voted_at, v.battle_id"
+        )
         return [VoteRow(*row) for row in rows]
 
     # ------------------------------------------------------------------------------- chat feedback
@@ -422,12 +422,10 @@ class SQLVoteStore:
         return feedback_id
 
     def chat_feedback(self) -> list[ChatFeedbackRow]:
-        with self._reading() as conn:
-            rows = self._execute(
-                conn,
-                "SELECT feedback_id, session_hash, model, prompt, completion, liked, created_at "
-                "FROM chat_feedback ORDER BY created_at, feedback_id",
-            ).fetchall()
+        rows = self._fetch(
+            "SELECT feedback_id, session_hash, model, prompt, completion, liked, created_at "
+            "FROM chat_feedback ORDER BY created_at, feedback_id"
+        )
         return [ChatFeedbackRow(r[0], r[1], r[2], json.loads(r[3]), r[4], bool(r[5]), r[6]) for r in rows]
 
     def session_salt(self, env_var: str) -> str:

@@ -82,9 +82,5 @@ class SQLiteVoteStore(SQLVoteStore):
         finally:
             conn.close()
 
-    def journal_mode(self) -> str:
-        with self._reading() as conn:
-            return conn.execute("PRAGMA journal_mode").fetchone()[0]
-
     def close(self) -> None:
         """Nothing stays open between calls; kept for the protocol."""

@@ -154,9 +154,9 @@ def bench_adapters(settings, tokens: int, repeats: int) -> None:
         # Switch cost. Nothing is switched: every pass names each row's adapter. The only work a
         # new adapter mix causes is building its row masks (once per mix, cached): time that for
         # every packed layer, and compare short requests alternating adapters with same-adapter ones.
-        from modeling.multi_lora import PackedLora
+        from modeling.multi_lora import packed_layers
 
-        packs = [m._wayfarer_packed for m in engine.model.modules() if isinstance(getattr(m, "_wayfarer_packed", None), PackedLora)]
+        packs = packed_layers(engine.model)
         for pack in packs:
             pack.clear_masks()
         start = time.perf_counter()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -27,17 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from chatbot.calibration import cpu_model  # noqa: E402
 from settings import apply_runtime, load_settings  # noqa: E402
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_paraphrases(path: Path) -> list[dict]:
@@ -86,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"first evidence sentence from the right thread: {first / n:.3f} ({first}/{n})")
     print(f"any evidence sentence from the right thread: {anywhere / n:.3f} ({anywhere}/{n})")
     print(f"top retrieval hit from the right thread: {top_hit / n:.3f} ({top_hit}/{n})")
-    print(f"evidence + search per question: {per_question_ms:.0f} ms on {_cpu()}")
+    print(f"evidence + search per question: {per_question_ms:.0f} ms on {cpu_model()}")
     return 0
 
 

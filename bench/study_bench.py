@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chatbot.calibration import cpu_model  # noqa: E402
 from settings import apply_runtime, load_settings  # noqa: E402
 
 LOOP_NGRAM, LOOP_REPEATS = 4, 4
@@ -40,16 +40,6 @@ def loops(text: str, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> bool:
     words = re.findall(r"\w+|[^\w\s]", text.casefold())
     grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     return bool(grams) and max(grams.values()) >= repeats
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     apply_runtime(settings)
     home = settings.path("home")
-    print(f"home {home}; CPU {cpu_name()} (bf16 units: {cpu_has_bf16_units()})")
-    figures: dict = {"home": str(home), "cpu": cpu_name()}
+    print(f"home {home}; CPU {cpu_model()} (bf16 units: {cpu_has_bf16_units()})")
+    figures: dict = {"home": str(home), "cpu": cpu_model()}
 
     state_path = home / "pipeline_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}

@@ -6,6 +6,10 @@ which served name answers for each of our adapter names (unlisted: the same name
 stream from `/v1/chat/completions` with `stream: true`. The configured system prompt is added
 here, as ChatEngine does, because vLLM knows nothing about it.
 
+The transport is the `openai` client (as for the remote judge): it streams the server-sent events,
+applies the timeouts and turns HTTP failures and in-band stream errors into exceptions, which are
+reported here as RemoteBackendError (a GenerationError) with the server's message.
+
 The app talks to `engine.adapters`, `engine.adapter_errors`, `engine.system_prompt`,
 `engine.sampling`, `generate`, `generate_rows`, `complete` and `complete_rows`, so the same UI
 serves from a local model or from a cluster behind one URL.
@@ -14,7 +18,6 @@ serves from a local model or from a cluster behind one URL.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import queue
 import threading
@@ -76,16 +79,23 @@ class RemoteEngine(WholeAnswers):
         sampling: SamplingConfig,
         timeout_s: float,
     ):
-        import httpx
+        import openai
 
         self.base_url = base_url.rstrip("/")
         self.system_prompt = system_prompt
         self.sampling = sampling
         self.base_model_id = f"remote:{self.base_url}"
         self._served_names = {name: (models or {}).get(name, name) for name in adapters}
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Generous read timeout: a long answer on a busy server streams slowly, not never.
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
+        # No retries: a failed answer is reported in the UI at once (the user can ask again), and a
+        # retried generation would make the server decode it twice. A server without keys still
+        # needs a non-empty key for the client to start.
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key or "no-key",
+            timeout=openai.Timeout(timeout_s, connect=10.0),
+            max_retries=0,
+        )
         self.adapter_errors: dict[str, str] = {}
         self._adapters: list[str] = []
         self.refresh_adapters()
@@ -107,14 +117,12 @@ class RemoteEngine(WholeAnswers):
     # ----------------------------------------------------------------------------- adapters
     def refresh_adapters(self) -> list[str]:
         """Ask the server which models it serves; ours that it lacks go to adapter_errors."""
-        import httpx
+        import openai
 
         try:
-            response = self._http.get("/models")
-            response.raise_for_status()
-            served = {entry["id"] for entry in response.json()["data"]}
-        except (httpx.HTTPError, KeyError, TypeError, ValueError) as err:
-            raise RemoteBackendError(f"the inference server at {self.base_url} cannot list its models: {err}") from err
+            served = {entry.id for entry in self._client.models.list()}
+        except (openai.OpenAIError, AttributeError, TypeError) as err:
+            raise RemoteBackendError(f"the inference server at {self.base_url} cannot list its models: {_reason(err)}") from err
         self._adapters = [name for name, served_name in self._served_names.items() if served_name in served]
         self.adapter_errors = {
             name: f"the inference server does not serve model '{served_name}'"
@@ -137,55 +145,53 @@ class RemoteEngine(WholeAnswers):
             cleaned.insert(0, {"role": "system", "content": self.system_prompt})
         return cleaned
 
-    def _payload(self, messages: list[dict], adapter: str, options: SamplingConfig) -> dict:
+    def _request(self, messages: list[dict], adapter: str, options: SamplingConfig) -> dict:
+        """The keyword arguments of one streamed chat completion."""
         if adapter not in self._adapters:
             reason = self.adapter_errors.get(adapter, "it is not configured")
             raise GenerationError(f"model '{adapter}' is not available: {reason}")
-        payload = {
+        # vLLM's (and our server's) sampling fields beyond the OpenAI API travel in extra_body.
+        extra_body = {"repetition_penalty": options.repetition_penalty}
+        request = {
             "model": self._served_names[adapter],
             "messages": self.build_messages(messages),
             "stream": True,
             "max_tokens": options.max_new_tokens,
-            "repetition_penalty": options.repetition_penalty,
         }
         if options.temperature == 0:
-            payload.update(temperature=0.0)
+            request.update(temperature=0.0)
         else:
-            payload.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
+            request.update(temperature=options.temperature, top_p=options.top_p)
+            extra_body["top_k"] = options.top_k
         if options.seed is not None:
-            payload["seed"] = options.seed
-        return payload
+            request["seed"] = options.seed
+        request["extra_body"] = extra_body
+        return request
 
-    def _stream(self, payload: dict, cancelled: threading.Event) -> Iterator[str]:
-        import httpx
+    def _stream(self, request: dict, cancelled: threading.Event) -> Iterator[str]:
+        import openai
 
         try:
-            with self._http.stream("POST", "/chat/completions", json=payload) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise RemoteBackendError(f"the inference server refused the request: {_error_message(response)}")
-                for line in response.iter_lines():
+            with self._client.chat.completions.create(**request) as stream:
+                for chunk in stream:
                     if cancelled.is_set():
                         return  # leaving the block closes the connection; the server stops generating
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[len("data:"):].strip()
-                    if data == "[DONE]":
-                        return
-                    event = json.loads(data)
-                    if "error" in event:
-                        raise RemoteBackendError(f"generation failed on the inference server: {event['error'].get('message')}")
-                    for choice in event.get("choices", []):
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            yield piece
-        except httpx.HTTPError as err:
-            raise RemoteBackendError(f"the inference server at {self.base_url} failed: {err}") from err
+                    for choice in chunk.choices:
+                        if choice.delta is not None and choice.delta.content:
+                            yield choice.delta.content
+        except openai.APIStatusError as err:
+            raise RemoteBackendError(f"the inference server refused the request: {_reason(err)}") from err
+        except openai.APIConnectionError as err:  # timeouts included
+            raise RemoteBackendError(f"the inference server at {self.base_url} failed: {_reason(err)}") from err
+        except openai.APIError as err:  # an error event inside the stream, after the answer started
+            raise RemoteBackendError(f"generation failed on the inference server: {err.message}") from err
+        except openai.OpenAIError as err:
+            raise RemoteBackendError(f"the inference server at {self.base_url} failed: {_reason(err)}") from err
 
     def generate(self, messages: list[dict], adapter: str = BASE_ADAPTER, **sampling) -> Iterator[str]:
         """Stream the answer as text pieces; closing the iterator closes the connection."""
-        payload = self._payload(messages, adapter, self.sampling.override(**sampling))
-        return self._stream(payload, threading.Event())
+        request = self._request(messages, adapter, self.sampling.override(**sampling))
+        return self._stream(request, threading.Event())
 
     def generate_rows(self, requests: list[tuple[list[dict], str]], **sampling) -> Iterator[tuple[int, str]]:
         """Several answers at once, as (row, piece). One concurrent request per row: the server
@@ -193,23 +199,22 @@ class RemoteEngine(WholeAnswers):
         if not requests:
             raise GenerationError("nothing to generate")
         options = self.sampling.override(**sampling)
-        payloads = [self._payload(messages, adapter, options) for messages, adapter in requests]
-        return self._merge(payloads)
+        return self._merge([self._request(messages, adapter, options) for messages, adapter in requests])
 
-    def _merge(self, payloads: list[dict]) -> Iterator[tuple[int, str]]:
+    def _merge(self, requests: list[dict]) -> Iterator[tuple[int, str]]:
         output: queue.Queue = queue.Queue()
         cancelled = threading.Event()
 
-        def pump(row: int, payload: dict) -> None:
+        def pump(row: int, request: dict) -> None:
             try:
-                for piece in self._stream(payload, cancelled):
+                for piece in self._stream(request, cancelled):
                     output.put((row, piece))
             except BaseException as err:  # handed to the reader, which raises it
                 output.put(err)
             finally:
                 output.put(_END)
 
-        threads = [threading.Thread(target=pump, args=(row, p), daemon=True) for row, p in enumerate(payloads)]
+        threads = [threading.Thread(target=pump, args=(row, r), daemon=True) for row, r in enumerate(requests)]
         for thread in threads:
             thread.start()
         try:
@@ -226,11 +231,18 @@ class RemoteEngine(WholeAnswers):
             cancelled.set()  # the other rows stop at their next line when one fails or the reader leaves
 
     def close(self) -> None:
-        self._http.close()
+        self._client.close()
 
 
-def _error_message(response) -> str:
-    try:
-        return response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}: {response.text[:200]}"
+def _reason(err: BaseException) -> str:
+    """The server's own message where it sent one, else what went wrong on the way."""
+    import openai
+
+    if isinstance(err, openai.APIStatusError):
+        error = err.body.get("error", err.body) if isinstance(err.body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return f"HTTP {err.status_code}: {message}" if message else f"HTTP {err.status_code}: {err.response.text[:200]}"
+    if isinstance(err, openai.APIConnectionError):
+        cause = err.__cause__
+        return f"{err.message} ({cause})" if cause else err.message
+    return str(err) or type(err).__name__

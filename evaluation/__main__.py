@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_runtime(settings)
     from evaluation.config import EvaluationConfig
     from evaluation.report import ResultsMissingError, write_report
-    from evaluation.runner import GoldenMissingError, run_evaluation
+    from evaluation.golden import GoldenMissingError
+    from evaluation.runner import run_evaluation
 
     try:
         overrides: dict = {}

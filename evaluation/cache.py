@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS judgments (
 """
 
 
+SCORER_VERSION = "metrics-v1"  # bump when a metric's definition changes: cached scores are recomputed
+
+
 def text_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -147,3 +150,9 @@ class EvaluationCache:
         with self._connect() as conn:
             return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                     for table in ("answers", "metrics", "judgments")}
+
+
+def scorer_fingerprint(config) -> str:
+    """What cached scores depend on besides the texts: the metrics' version, the encoder and the
+    thresholds of an EvaluationConfig."""
+    return text_hash(SCORER_VERSION, config.embedder, config.support_threshold, config.context_relevance_threshold)

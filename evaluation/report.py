@@ -1,5 +1,8 @@
 """`python -m evaluation report`: results.json + the arena votes -> report.md and plots.
 
+This module writes the markdown; the numbers it states come from evaluation.summaries and the
+figures from evaluation.report_plots.
+
 Sections: what each number is, the models, the method x metric tables (mean and 95% bootstrap
 interval over the golden questions), the LLM judge (pairwise win rates under the swap rule, flip
 rate, unparseable share, 1-10 grades), the Reddit-preference pairs (does each evaluator prefer
@@ -9,7 +12,6 @@ judgement side by side.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -18,31 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.agreement import Agreement, agreement_with_humans
 from evaluation.config import EvaluationConfig
 from evaluation.judge import PairwiseResult, summarize_pairwise
 from evaluation.metrics import GOLDEN_METRICS
 from evaluation.rag_metrics import RAG_METRICS
-from evaluation.reddit_preference import preference
+from evaluation.report_plots import plot_agreement, plot_reddit_preference, write_report_plots
 from evaluation.runner import RESULTS_FILE
 from fsutils import write_text_atomic
+from evaluation.summaries import (
+    JUDGE_LABELS,
+    LENGTH_LABEL,
+    METRIC_LABELS,
+    Estimate,
+    RedditAgreement,
+    arena_agreements,
+    bootstrap_mean,
+    evaluator_labels,
+    human_votes,
+    reddit_agreements,
+)
 from settings import Settings
 
 REPORT_FILE = "report.md"
-METRIC_LABELS = {
-    "bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
-    "bertscore_p": "BERTScore-style P", "bertscore_r": "BERTScore-style R", "bertscore_f1": "BERTScore-style F1",
-    "semantic_similarity": "Semantic sim.", "faithfulness": "Faithfulness", "answer_relevance": "Answer relevance",
-    "context_precision": "Context precision", "context_recall": "Context recall",
-}
-JUDGE_LABELS = {
-    "judge_pairwise": "LLM judge (pairwise, swap rule)",
-    "judge_pairwise_probability": "LLM judge (pairwise, both orders averaged)",
-    "judge_grade": "LLM judge (1-10 grade)",
-}
-LENGTH_LABEL = "Length (the longer reply)"
-PLOT_METRICS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_f1", "semantic_similarity")
-REFERENCE_METRICS = GOLDEN_METRICS  # scored against a reference text
 SECTION_TITLES = (
     "## What each number is", "## Models", "## Golden-answer metrics", "## RAG metrics", "## LLM judge",
     "## Reddit upvotes as human judgements", "## Human votes (arena)", "## Agreement with human judgements",
@@ -81,35 +80,6 @@ class ResultsMissingError(FileNotFoundError):
     """`report` ran before `run`."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-    mean: float | None
-    lower: float | None
-    upper: float | None
-    n: int
-
-    def format(self, digits: int = 3) -> str:
-        if self.mean is None:
-            return "—"
-        if self.n < 2:
-            return f"{self.mean:.{digits}f} (n=1)"
-        return f"{self.mean:.{digits}f} [{self.lower:.{digits}f}, {self.upper:.{digits}f}]"
-
-
-def bootstrap_mean(values: Sequence[float | None], rounds: int, seed: int) -> Estimate:
-    """Mean and percentile-bootstrap 95% interval of the non-missing values."""
-    data = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if len(data) == 0:
-        return Estimate(None, None, None, 0)
-    mean = float(data.mean())
-    if len(data) < 2 or rounds == 0:
-        return Estimate(mean, mean, mean, len(data))
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
-    lower, upper = np.percentile(means, [2.5, 97.5])
-    return Estimate(mean, float(lower), float(upper), len(data))
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     def cell(value) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
@@ -131,45 +101,6 @@ def load_results(config: EvaluationConfig) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ResultsMissingError(f"evaluation results {path} are corrupt ({err}); rerun `python -m evaluation run`") from err
-
-
-@dataclasses.dataclass
-class HumanVotes:
-    board: object | None  # arena.leaderboard.Leaderboard
-    votes: int
-
-    @property
-    def pair_win_rate(self) -> dict[tuple[str, str], float]:
-        if not self.board:
-            return {}
-        models = self.board.models
-        return {(a, b): float(self.board.win_rate[i, j]) for i, a in enumerate(models) for j, b in enumerate(models)
-                if i != j and not math.isnan(self.board.win_rate[i, j])}
-
-    @property
-    def ratings(self) -> dict[str, float]:
-        return {row.model: row.rating for row in self.board.rows} if self.board else {}
-
-
-def human_votes(settings: Settings, store=None) -> HumanVotes:
-    """The arena leaderboard (same exclusions and ratings as the Leaderboard tab)."""
-    from arena.config import ArenaConfig
-    from arena.leaderboard import leaderboard_from_store
-
-    arena_config = ArenaConfig.from_settings(settings)
-    opened = None
-    if store is None:
-        if arena_config.vote_store == "sqlite" and not settings.path("votes").exists():
-            return HumanVotes(None, 0)  # nobody voted yet: do not create an empty store
-        from arena.store import open_vote_store
-
-        store = opened = open_vote_store(settings)
-    try:
-        board = leaderboard_from_store(store, arena_config)
-    finally:
-        if opened is not None:
-            opened.close()  # a PostgreSQL store holds pooled connections
-    return HumanVotes(board if board.votes_used else None, board.votes_used)
 
 
 def write_report(settings: Settings, *, config: EvaluationConfig | None = None, store=None) -> Path:
@@ -194,8 +125,8 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
     humans = human_votes(settings, store)
     reddit = reddit_agreements(results.get("reddit_preference") or {}, config.bootstrap_rounds, config.seed)
 
-    plots = _write_plots(out, models, estimates, summary, humans)
-    plots["reddit"] = _write_plot_reddit(out, reddit)
+    plots = write_report_plots(out, models, estimates, summary, humans)
+    plots["reddit"] = plot_reddit_preference(out, reddit)
     thresholds = results.get("thresholds", {})
     lines = [
         "# Wayfarer evaluation report",
@@ -257,8 +188,8 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
                   f"![arena win rates]({plots['human_win_rate'].relative_to(out).as_posix()})"]
 
     lines += ["", SECTION_TITLES[7], ""]
-    agreements = _agreements(models, estimates, summary, grades, humans)
-    plots["agreement"] = _write_plot_agreement(out, agreements, humans)
+    agreements = arena_agreements(models, estimates, summary, grades, humans)
+    plots["agreement"] = plot_agreement(out, agreements, humans)
     lines.append("Each automatic evaluator against the two kinds of human judgement. **Reddit upvotes**: share of "
                  "Reddit-preference pairs on which it prefers the upvoted reply (ties ½; 0.5 is chance), with its "
                  "bootstrap interval. **Arena votes**: per model pair with a human preference (arena win rate ≠ 0.5), "
@@ -291,12 +222,6 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
                      + f") on {results.get('machine') or 'an unrecorded machine'}; cached work costs nothing on a rerun.")
     lines.append("Cache use in the run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items()) + ".")
     return write_text_atomic(out / REPORT_FILE, "\n".join(lines) + "\n")
-
-
-def evaluator_labels() -> list[tuple[str, str]]:
-    """(key, label) of every evaluator, in table order."""
-    return ([(k, METRIC_LABELS[k]) for k in GOLDEN_METRICS + RAG_METRICS] + list(JUDGE_LABELS.items())
-            + [("length_chars", LENGTH_LABEL)])
 
 
 def _judge_lines(judge: Mapping, summary, models, grades, ungraded: int, plots) -> list[str]:
@@ -346,35 +271,6 @@ def _judge_lines(judge: Mapping, summary, models, grades, ungraded: int, plots) 
     return lines
 
 
-@dataclasses.dataclass(frozen=True)
-class RedditAgreement:
-    estimate: Estimate  # mean of the per-pair preferences (1 upvoted, 0 other, 0.5 tie) and its interval
-    ties: int
-
-
-def reddit_agreements(section: Mapping, rounds: int, seed: int) -> dict[str, RedditAgreement]:
-    """Per evaluator key: the share of Reddit-preference pairs on which it prefers the upvoted reply."""
-    outcomes: dict[str, list[float]] = {}
-    for row in section.get("pairs", []):
-        for metric, (upvoted, other) in row.get("scores", {}).items():
-            found = preference(upvoted, other)
-            if found is not None:
-                outcomes.setdefault(metric, []).append(found)
-        judged = row.get("judge") or {}
-        if judged.get("pairwise"):
-            result = judged["pairwise"]
-            outcomes.setdefault("judge_pairwise", []).append(
-                {result["model_x"]: 1.0, result["model_y"]: 0.0}.get(result["winner"], 0.5))
-            if result.get("preference_x") is not None:
-                outcomes.setdefault("judge_pairwise_probability", []).append(preference(result["preference_x"], 0.5))
-        if judged.get("grades"):
-            found = preference(*judged["grades"])
-            if found is not None:
-                outcomes.setdefault("judge_grade", []).append(found)
-    return {key: RedditAgreement(bootstrap_mean(values, rounds, seed), sum(v == 0.5 for v in values))
-            for key, values in outcomes.items()}
-
-
 def _reddit_lines(section: Mapping, reddit: Mapping[str, RedditAgreement], plots) -> list[str]:
     pairs = section.get("pairs", [])
     if not pairs:
@@ -405,142 +301,3 @@ def _reddit_lines(section: Mapping, reddit: Mapping[str, RedditAgreement], plots
     lines += ["", _table(["evaluator", "prefers the upvoted reply [95% CI]", "pairs", "ties"], rows),
               "", f"![Reddit-preference agreement]({plots['reddit'].name})"]
     return lines
-
-
-def _agreements(models, estimates, summary, grades, humans: HumanVotes) -> dict[str, Agreement]:
-    if humans.board is None:
-        return {}
-    pair_rates, ratings = humans.pair_win_rate, humans.ratings
-    found: dict[str, Agreement] = {}
-    for metric in GOLDEN_METRICS + RAG_METRICS:
-        found[METRIC_LABELS[metric]] = agreement_with_humans(pair_rates, ratings, {m: estimates[m][metric].mean for m in models})
-    if summary is not None:
-        preference_of = {(a, b): summary.win_rate(a, b) for a in models for b in models if a != b}
-        found[JUDGE_LABELS["judge_pairwise"]] = agreement_with_humans(
-            pair_rates, ratings, {m: summary.win_rate(m) for m in models},
-            {k: v for k, v in preference_of.items() if v is not None})
-    if any(g.n for g in grades.values()):
-        found[JUDGE_LABELS["judge_grade"]] = agreement_with_humans(pair_rates, ratings, {m: grades[m].mean for m in models})
-    return found
-
-
-# ------------------------------------------------------------------------------------- plots
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _bars(path: Path, models, metrics, estimates, title: str, scale: Mapping[str, float]) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(metrics) + 2), 4))
-    width = 0.8 / max(1, len(models))
-    x = np.arange(len(metrics))
-    for i, model in enumerate(models):
-        means, errors = [], [[], []]
-        for metric in metrics:
-            e, factor = estimates[model][metric], scale.get(metric, 1.0)
-            mean = (e.mean or 0.0) * factor
-            means.append(mean)
-            errors[0].append(max(0.0, mean - (e.lower if e.lower is not None else e.mean or 0.0) * factor))
-            errors[1].append(max(0.0, (e.upper if e.upper is not None else e.mean or 0.0) * factor - mean))
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=errors, capsize=3, label=model)
-    ax.set_xticks(x, [METRIC_LABELS[m] + (" /100" if scale.get(m, 1.0) != 1.0 else "") for m in metrics], rotation=20, ha="right")
-    ax.set_ylabel("mean with 95% interval")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _heatmap(path: Path, models, value, title: str, empty: str) -> Path:
-    plt = _pyplot()
-    n = len(models)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n + 2.5), max(3.5, 0.8 * n + 2)))
-    if n:
-        matrix = np.array([[np.nan if a == b or value(a, b) is None else value(a, b) for b in models] for a in models], dtype=float)
-        image = ax.imshow(np.nan_to_num(matrix, nan=0.5), cmap="RdBu", vmin=0, vmax=1)
-        for i in range(n):
-            for j in range(n):
-                if not np.isnan(matrix[i, j]):
-                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=9)
-        ax.set_xticks(range(n), models, rotation=30, ha="right")
-        ax.set_yticks(range(n), models)
-        fig.colorbar(image, ax=ax, label="win rate of row against column")
-    else:
-        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _write_plots(out: Path, models, estimates, summary, humans: HumanVotes) -> dict[str, Path]:
-    from arena.leaderboard import compute_leaderboard, write_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    plots = {
-        "metrics": _bars(out / "golden_metrics.png", models, PLOT_METRICS, estimates, "Golden-answer metrics", {"bleu": 0.01}),
-        "rag": _bars(out / "rag_metrics.png", models, RAG_METRICS, estimates, "RAG metrics (Ragas definitions, local)", {}),
-        "judge": _heatmap(out / "judge_win_rate.png", models if summary else [],
-                          (lambda a, b: summary.win_rate(a, b)) if summary else None,
-                          "LLM judge win rate (swap rule, ties ½)", "no pairwise judgments"),
-    }
-    board = humans.board or compute_leaderboard([], bootstrap_rounds=0)
-    plots["ratings"], plots["human_win_rate"] = write_plots(board, out / "arena")
-    return plots
-
-
-def _write_plot_agreement(out: Path, agreements: Mapping[str, Agreement], humans: HumanVotes) -> Path:
-    path = out / "agreement.png"
-    plt = _pyplot()
-    names = list(agreements)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(names) + 2), 4))
-    if names and humans.board is not None:
-        x = np.arange(len(names))
-        rates = [agreements[n].rate if agreements[n].rate is not None else np.nan for n in names]
-        taus = [agreements[n].kendall_tau if agreements[n].kendall_tau is not None else np.nan for n in names]
-        ax.bar(x - 0.2, rates, 0.4, label="agreement rate")
-        ax.bar(x + 0.2, taus, 0.4, label="Kendall tau")
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(x, names, rotation=35, ha="right")
-        ax.set_ylim(-1.05, 1.05)
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no human votes yet", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("Agreement of automatic evaluators with human votes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _write_plot_reddit(out: Path, reddit: Mapping[str, RedditAgreement]) -> Path:
-    path = out / "reddit_preference.png"
-    plt = _pyplot()
-    labels = [(key, label) for key, label in evaluator_labels() if key in reddit and reddit[key].estimate.n]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(labels) + 2), 4.2))
-    if labels:
-        x = np.arange(len(labels))
-        means = [reddit[k].estimate.mean for k, _ in labels]
-        errors = [[m - reddit[k].estimate.lower for m, (k, _) in zip(means, labels)],
-                  [reddit[k].estimate.upper - m for m, (k, _) in zip(means, labels)]]
-        ax.bar(x, means, 0.6, yerr=errors, capsize=3)
-        ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--", label="chance")
-        ax.set_xticks(x, [label for _, label in labels], rotation=40, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("prefers the upvoted reply (95% CI)")
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no Reddit-preference pairs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("Agreement with Reddit upvotes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -2,9 +2,9 @@
 
 Answers are greedy; the uncached (model, question) rows go through the engine in batched passes
 (`evaluation.batch_size` rows each, per-row adapters), with the RAG models' prompts holding the
-documents retrieved for the question. The judge reads the answers (evaluation/judge.py), and
+documents retrieved for the question. The judge reads the answers (evaluation/judge/), and
 the Reddit-preference pairs of the golden threads are scored by every metric and the judge
-(evaluation/reddit_preference.py). Everything computed goes into the cache first; the run then
+(evaluation/reddit_scoring.py). Everything computed goes into the cache first; the run then
 writes results.json, which `python -m evaluation report` renders.
 """
 
@@ -15,11 +15,12 @@ import datetime as dt
 import itertools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-from evaluation.cache import EvaluationCache, model_fingerprint, text_hash
+from evaluation.cache import EvaluationCache, SCORER_VERSION, model_fingerprint, scorer_fingerprint, text_hash
 from evaluation.config import PAIRWISE, SINGLE, EvaluationConfig
+from evaluation.golden import load_golden
 from evaluation.judge import (
     JudgeError,
     PairwiseItem,
@@ -30,71 +31,16 @@ from evaluation.judge import (
     judge_pairwise,
 )
 from evaluation.metrics import golden_metrics
-from evaluation.rag_metrics import answer_relevance, faithfulness, rag_metrics
-from evaluation.reddit_preference import OTHER, UPVOTED, build_pairs
+from evaluation.rag_metrics import rag_metrics
+from evaluation.reddit_scoring import score_reddit_preference
+from evaluation.run_progress import Progress, ProgressCallback, RunStats, machine_description
 from fsutils import files_digest, write_text_atomic
 from settings import Settings
 
-
 RESULTS_FILE = "results.json"
 CACHE_FILE = "cache.sqlite3"
-SCORER_VERSION = "metrics-v1"  # bump when a metric's definition changes: cached scores are recomputed
-STAGES = ("retrieving", "answering", "scoring", "judging", "reddit pairs")  # in run order, for progress bars
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-class GoldenMissingError(FileNotFoundError):
-    """No golden dataset to evaluate on."""
-
-
-@dataclasses.dataclass(frozen=True)
-class GoldenQuestion:
-    question_id: str  # the thread id
-    question: str
-    reference: str
-    subreddit: str
-    permalink: str
-
-    @property
-    def question_hash(self) -> str:
-        return text_hash("question", self.question)
-
-    @property
-    def reference_hash(self) -> str:
-        return text_hash("reference", self.question, self.reference)
-
-
-@dataclasses.dataclass
-class RunStats:
-    questions: int = 0
-    models: int = 0
-    answers_generated: int = 0
-    answers_cached: int = 0
-    scores_computed: int = 0
-    scores_cached: int = 0
-    judge_prompts_asked: int = 0
-    judge_prompts_cached: int = 0
-    reddit_pairs: int = 0
-    reddit_scores_computed: int = 0
-    reddit_scores_cached: int = 0
-    seconds: float = 0.0
-    stage_seconds: dict = dataclasses.field(default_factory=dict)  # answers, scores, judge, reddit pairs
-
-    @property
-    def computed(self) -> int:
-        """Everything that was not found in the cache (0 on an unchanged rerun)."""
-        return self.answers_generated + self.scores_computed + self.judge_prompts_asked + self.reddit_scores_computed
-
-    def summary(self) -> str:
-        return (
-            f"{self.questions} questions x {self.models} models: "
-            f"answers {self.answers_generated} generated / {self.answers_cached} cached, "
-            f"scores {self.scores_computed} computed / {self.scores_cached} cached, "
-            f"judge prompts {self.judge_prompts_asked} asked / {self.judge_prompts_cached} cached; "
-            f"{self.reddit_pairs} Reddit-preference pairs, reply scores {self.reddit_scores_computed} computed / "
-            f"{self.reddit_scores_cached} cached; {self.seconds:.0f} s ("
-            + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in self.stage_seconds.items()) + ")"
-        )
 
 
 @dataclasses.dataclass
@@ -104,76 +50,6 @@ class RunResult:
     notices: list[str]
 
 
-def load_golden(settings: Settings, max_questions: int | None = None) -> list[GoldenQuestion]:
-    """The golden questions in thread-id order (a stable subset when `max_questions` is set)."""
-    path = settings.path("datasets") / "golden"
-    if not path.exists():
-        raise GoldenMissingError(
-            f"no golden dataset at {path}; build it with `python -m training build` "
-            "(after `python -m training ingest`)"
-        )
-    from datasets import load_from_disk
-
-    rows = load_from_disk(str(path))
-    missing = {"thread_id", "question", "reference_answer"} - set(rows.column_names)
-    if missing:
-        raise GoldenMissingError(f"golden dataset {path} lacks columns {sorted(missing)}; rebuild it")
-    questions = sorted(
-        (GoldenQuestion(str(r["thread_id"]), r["question"], r["reference_answer"], r.get("subreddit") or "",
-                        r.get("permalink") or "") for r in rows if (r["question"] or "").strip()),
-        key=lambda q: q.question_id,
-    )
-    if not questions:
-        raise GoldenMissingError(f"golden dataset {path} has no questions")
-    return questions[:max_questions] if max_questions else questions
-
-
-class _Progress:
-    """tqdm bars for the command line and/or a callback (the app's progress bar), per stage."""
-
-    def __init__(self, bars: bool, callback: ProgressCallback | None):
-        self.bars = bars
-        self.callback = callback
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.callback is not None:
-            self.callback(stage, done, total)
-
-    def iterate(self, items: list, stage: str):
-        self(stage, 0, len(items))
-        iterable = items
-        if self.bars:
-            from tqdm.auto import tqdm
-
-            iterable = tqdm(items, desc=stage)
-        for done, item in enumerate(iterable, start=1):
-            yield item
-            self(stage, done, len(items))
-
-
-def machine_description() -> str:
-    """The CPU (and GPU) the run's timings were measured on, e.g. for the report's run line."""
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = [f for f in ("avx512f", "avx512_bf16", "amx_tile") if f" {f}" in text]
-        flags = f" ({', '.join(found)})" if found else " (no AVX-512)"
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}{flags}, {torch.get_num_threads()} torch threads{gpu}"
 
 
 def _document_dict(document) -> dict:
@@ -208,7 +84,7 @@ def run_evaluation(
     every_question = load_golden(settings)
     questions = every_question[: config.max_questions] if config.max_questions else every_question
     notices: list[str] = []
-    report = _Progress(progress, on_progress)
+    report = Progress(progress, on_progress)
 
     if engine is None:
         from chatbot.engine import engine_from_settings
@@ -273,7 +149,7 @@ def run_evaluation(
             judge = None
     lap("judge")
 
-    reddit = _reddit_preference(settings, config, rag, judge, cache, every_question, stats, report)
+    reddit = score_reddit_preference(settings, config, rag, judge, cache, every_question, stats, report)
     lap("reddit pairs")
     stats.seconds = round(time.monotonic() - started, 1)
 
@@ -333,15 +209,13 @@ def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_m
     return answers
 
 
-def _scorer_fingerprint(config: EvaluationConfig) -> str:
-    return text_hash(SCORER_VERSION, config.embedder, config.support_threshold, config.context_relevance_threshold)
 
 
 def _score_all(cache, questions, models, answers, config, stats, report) -> dict:
     from evaluation.encoder import TextEncoder
 
     encoder = None
-    scorer = _scorer_fingerprint(config)
+    scorer = scorer_fingerprint(config)
     scores: dict[str, dict[str, dict]] = {m: {} for m in models}
     for question in report.iterate(questions, "scoring"):
         todo = []
@@ -382,91 +256,18 @@ def _judge_all(judge, cache, questions, models, answers, config, stats, section:
         items = [PairwiseItem(q.question_id, q.question, x, answers[x][q.question_id]["answer"],
                               y, answers[y][q.question_id]["answer"], reference(q)) for q in questions for x, y in pairs]
         results, asked = judge_pairwise(judge, items, max_answer_chars=config.judge.max_answer_chars, cache=cache)
-        stats.judge_prompts_asked += asked
-        stats.judge_prompts_cached += 2 * len(items) - asked
+        stats.count_judge_prompts(asked, 2 * len(items))
         section["pairwise"].extend(dataclasses.asdict(r) for r in results)
     if SINGLE in config.judge.modes:
         rows = [(q, m) for q in questions for m in models]
         prompts = [grading_prompt(q.question, answers[m][q.question_id]["answer"], config.judge.max_answer_chars,
                                   reference(q)) for q, m in rows]
         grades, asked = judge_grades(judge, prompts, cache=cache)
-        stats.judge_prompts_asked += asked
-        stats.judge_prompts_cached += len(prompts) - asked
+        stats.count_judge_prompts(asked, len(prompts))
         for (q, model), grade in zip(rows, grades):
             section["grades"].setdefault(model, {})[q.question_id] = grade
 
 
-def _reddit_preference(settings, config, rag, judge, cache, golden, stats, report) -> dict:
-    """Every metric and the judge on the Reddit-preference pairs: the raw per-pair values (the
-    report turns them into agreement shares with intervals)."""
-    from evaluation.encoder import TextEncoder
-
-    section: dict = {"enabled": config.reddit_preference.enabled, "min_score_ratio": config.reddit_preference.min_score_ratio,
-                     "pairs": [], "note": "", "retrieval": bool(rag.retrieval_available), "judged_pairs": 0,
-                     "judge_error": None}
-    if not config.reddit_preference.enabled:
-        section["note"] = "off (evaluation.reddit_preference.enabled: false)"
-        return section
-    pairs, section["note"] = build_pairs(settings, config.reddit_preference, {q.question_id: q.question for q in golden})
-    stats.reddit_pairs = len(pairs)
-    if not pairs:
-        return section
-    encoder = TextEncoder.shared(config.embedder)
-    scorer = _scorer_fingerprint(config)
-    contexts_of: dict[str, list[str]] = {}
-    rows = []
-    for pair in report.iterate(pairs, "reddit pairs"):
-        if pair.thread_id not in contexts_of:
-            turn = rag.prepare([{"role": "user", "content": pair.question}], use_retrieval=rag.retrieval_available)
-            contexts_of[pair.thread_id] = [d.text for d in turn.documents]
-        contexts = contexts_of[pair.thread_id]
-        values = {}
-        for side, reply in ((UPVOTED, pair.upvoted), (OTHER, pair.other)):
-            key = text_hash("reddit-reply", reply.body, pair.question, contexts)
-            reference_hash = text_hash("reference", pair.question, pair.reference)
-            cached = cache.scores(key, scorer, reference_hash)
-            if cached is None:
-                cached = golden_metrics([reply.body], [pair.reference], encoder)[0] if pair.reference else {}
-                cached["answer_relevance"] = answer_relevance(pair.question, reply.body, encoder)
-                cached["faithfulness"] = (faithfulness(reply.body, contexts, encoder, config.support_threshold)
-                                          if contexts else None)
-                cached["length_chars"] = len(reply.body)
-                cache.put_scores(key, scorer, reference_hash, cached)
-                stats.reddit_scores_computed += 1
-            else:
-                stats.reddit_scores_cached += 1
-            values[side] = cached
-        rows.append({"pair_id": pair.pair_id, "thread_id": pair.thread_id, "upvoted_score": pair.upvoted.score,
-                     "other_score": pair.other.score, "reference": pair.reference is not None,
-                     "scores": {metric: [values[UPVOTED].get(metric), values[OTHER].get(metric)]
-                                for metric in sorted(set(values[UPVOTED]) | set(values[OTHER]))},
-                     "judge": {}})
-    section["pairs"] = rows
-    if judge is not None and config.judge.modes:
-        judged = pairs[: config.reddit_preference.judge_max_pairs] if config.reddit_preference.judge_max_pairs else pairs
-        limit = config.judge.max_answer_chars
-        # The judge reads the post and the replies as a Reddit reader does: no reference answer
-        # (another reply is no golden answer), so each reply's grade prompt is judged once.
-        try:
-            if PAIRWISE in config.judge.modes:
-                items = [PairwiseItem(p.pair_id, p.question, UPVOTED, p.upvoted.body, OTHER, p.other.body)
-                         for p in judged]
-                results, asked = judge_pairwise(judge, items, max_answer_chars=limit, cache=cache)
-                stats.judge_prompts_asked += asked
-                stats.judge_prompts_cached += 2 * len(items) - asked
-                for row, result in zip(rows, results):
-                    row["judge"]["pairwise"] = dataclasses.asdict(result)
-            if SINGLE in config.judge.modes:
-                prompts = [grading_prompt(p.question, reply.body, limit) for p in judged for reply in (p.upvoted, p.other)]
-                grades, asked = judge_grades(judge, prompts, cache=cache)
-                stats.judge_prompts_asked += asked
-                stats.judge_prompts_cached += len(prompts) - asked
-                for i, row in enumerate(rows[: len(judged)]):
-                    row["judge"]["grades"] = [grades[2 * i], grades[2 * i + 1]]
-            section["judged_pairs"] = len(judged)
-        except JudgeError as err:
-            section["judge_error"] = str(err)
-    return section
 
 
 # --------------------------------------------------------------------------------- pipeline step

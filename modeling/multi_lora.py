@@ -111,7 +111,7 @@ def _packed_forward(layer):
 
 def pack_adapters(model, names: list[str]) -> int:
     """(Re)pack `names` in every plain LoRA layer of `model`; call after each adapter is attached.
-    Returns how many layers are packed."""
+    Returns how many layers are packed. No names: every layer back to peft's own forward."""
     from peft.tuners.lora import LoraLayer
 
     packed = 0
@@ -132,8 +132,6 @@ def pack_adapters(model, names: list[str]) -> int:
     return packed
 
 
-def unpack_adapters(model) -> None:
-    """Back to peft's own per-adapter forward (used by tests to compare the two)."""
-    for module in model.modules():
-        if getattr(module, "_wayfarer_packed", None) is not None:
-            module._wayfarer_packed = None
+def packed_layers(model) -> list[PackedLora]:
+    """The packs of `model`'s packed layers (what the memory benchmark measures)."""
+    return [m._wayfarer_packed for m in model.modules() if isinstance(getattr(m, "_wayfarer_packed", None), PackedLora)]

@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _index(args, settings) -> int:
+def index_command(args, settings) -> int:
+    """`python -m retrieval index`: the exit status."""
     from corpus import ThreadsMissingError
     from retrieval.indexing import build_index
     from retrieval.store import ChromaUnavailableError
@@ -53,7 +54,8 @@ def _index(args, settings) -> int:
     return 0
 
 
-def _query(args, settings) -> int:
+def query_command(args, settings) -> int:
+    """`python -m retrieval query`: the exit status."""
     from retrieval.search import Retriever
     from retrieval.store import ChromaUnavailableError, IndexMissingError
 
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings(profile=args.profile)
     apply_runtime(settings)
-    return _index(args, settings) if args.command == "index" else _query(args, settings)
+    return index_command(args, settings) if args.command == "index" else query_command(args, settings)
 
 
 if __name__ == "__main__":

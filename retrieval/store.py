@@ -60,14 +60,15 @@ def _where(config: ChromaConfig) -> str:
     )
 
 
-def _token(config: ChromaConfig) -> str | None:
+def chroma_token(config: ChromaConfig) -> str | None:
     """The server token, from the environment variable the configuration names (never the file)."""
     if not config.auth_token_env:
         return None
     return os.environ.get(config.auth_token_env) or None
 
 
-def _auth_headers(config: ChromaConfig, token: str | None) -> dict[str, str]:
+def auth_headers(config: ChromaConfig, token: str | None) -> dict[str, str]:
+    """The HTTP headers that carry `token` the way the configured server expects it."""
     if token is None:
         return {}
     return {config.auth_header: f"Bearer {token}" if config.auth_header == "Authorization" else token}
@@ -79,7 +80,7 @@ def _probe(config: ChromaConfig, token: str | None) -> None:
 
     url = f"{config.url}/api/v2/heartbeat"
     try:
-        response = httpx.get(url, headers=_auth_headers(config, token), timeout=PROBE_TIMEOUT_S)
+        response = httpx.get(url, headers=auth_headers(config, token), timeout=PROBE_TIMEOUT_S)
     except httpx.HTTPError as err:
         raise ChromaUnavailableError(
             f"cannot reach the Chroma server at {_where(config)}: {type(err).__name__}: {err or 'no answer'}; "
@@ -104,7 +105,7 @@ def _http_client(config: ChromaConfig):
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    token = _token(config)
+    token = chroma_token(config)
     _probe(config, token)
     options = {"anonymized_telemetry": False, "allow_reset": False}
     if token is not None:

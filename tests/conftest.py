@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -58,14 +61,83 @@ def serve_app(settings, engine, **build_kwargs):
     """The real app (app.build_app) served on a free local port; yields its URL."""
     from app import build_app
 
-    demo = build_app(settings, engine, **build_kwargs)
-    demo.queue(default_concurrency_limit=4)
+    with serve_blocks(build_app(settings, engine, **build_kwargs), default_concurrency_limit=4) as url:
+        yield url
+
+
+def home_settings(tmp_path_factory, name: str):
+    """The local profile (runtime applied) in a fresh home, with the shared model cache."""
+    base = load_settings(profile="local")
+    apply_runtime(base)
+    home = tmp_path_factory.mktemp(name)
+    return base.with_overrides({"paths": {"home": str(home), "models": str(MODELS_CACHE)}})
+
+
+def index_threads(settings, threads: list[dict]) -> None:
+    """Save `threads` as the home's cleaned corpus and index them with the real embedder."""
+    import datasets
+
+    from retrieval import build_index
+
+    datasets.Dataset.from_list(threads).save_to_disk(str(settings.path("threads")))
+    build_index(settings, progress=False)
+
+
+@contextlib.contextmanager
+def serve_asgi(app, what: str = "the server"):
+    """An ASGI app served by uvicorn on a free local port in a thread; yields its base URL."""
+    import uvicorn
+
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), f"{what} did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_blocks(demo, **queue_options):
+    """A Gradio Blocks app served on a free local port (queued); yields its URL."""
+    port = free_port()
+    demo.queue(**queue_options).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+def ask_in_chat(page, question: str, model: str = "base") -> None:
+    """In the Chat tab open on `page`: choose `model` and send `question`."""
+    page.get_by_label("Model").click()
+    page.get_by_role("option", name=model, exact=True).click()
+    box = page.get_by_placeholder("Ask about a destination, transport, costs, visas...")
+    box.fill(question)
+    box.press("Enter")
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium (Debian's package) driven by Playwright; closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "no Chromium installed (make setup-test installs Debian's package)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture(scope="session")

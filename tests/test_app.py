@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from tests.conftest import serve_app
+from tests.conftest import ask_in_chat, serve_app
 
 QUESTION = "Any tips for a first trip to Tokyo?"
 LONG_QUESTION = "Write a detailed packing list for two weeks of backpacking in Vietnam in the rainy season."
@@ -53,49 +52,35 @@ def test_bad_requests_get_messages_not_crashes(app_url):
 
 
 @pytest.mark.browser
-def test_a_traveler_sees_the_answer_stream_in_the_browser(app_url):
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(app_url)
-            # Record the bot message's length on every DOM change, so no streamed update is
-            # missed however fast the small model answers.
-            page.evaluate(
-                """() => {
-                    window.__lengths = [];
-                    new MutationObserver(() => {
-                        const bots = document.querySelectorAll(".message.bot, [data-testid='bot']");
-                        const text = bots.length ? bots[bots.length - 1].innerText.trim() : "";
-                        if (text && text !== "Loading content") window.__lengths.push(text.length);
-                    }).observe(document.body, {subtree: true, childList: true, characterData: true});
-                }"""
-            )
-            # The base model: the test adapters are random and may stop after a word or two.
-            page.get_by_label("Model").click()
-            page.get_by_role("option", name="base", exact=True).click()
-            box = page.get_by_placeholder("Ask about a destination, transport, costs, visas...")
-            box.fill(LONG_QUESTION)
-            box.press("Enter")
-            # Done when the answer has stopped changing for a few seconds.
-            deadline, seen, stable_since = time.monotonic() + 120, 0, time.monotonic()
-            while time.monotonic() < deadline:
-                page.wait_for_timeout(250)
-                count = page.evaluate("window.__lengths.length")
-                if count != seen:
-                    seen, stable_since = count, time.monotonic()
-                elif seen and time.monotonic() - stable_since > 4:
-                    break
-            lengths = page.evaluate("window.__lengths")
-            assert lengths and lengths[-1] > 0, "no answer appeared"
-            distinct = sorted(set(n for n in lengths if n > 0))
-            final = page.locator(".message.bot, [data-testid='bot']").last.inner_text()
-            assert len(distinct) > 1, f"the answer did not stream (lengths seen: {distinct}, answer {final!r})"
-            assert page.get_by_text(LONG_QUESTION).count() >= 1
-        finally:
-            browser.close()
+def test_a_traveler_sees_the_answer_stream_in_the_browser(app_url, browser):
+    page = browser.new_page()
+    page.goto(app_url)
+    # Record the bot message's length on every DOM change, so no streamed update is
+    # missed however fast the small model answers.
+    page.evaluate(
+        """() => {
+            window.__lengths = [];
+            new MutationObserver(() => {
+                const bots = document.querySelectorAll(".message.bot, [data-testid='bot']");
+                const text = bots.length ? bots[bots.length - 1].innerText.trim() : "";
+                if (text && text !== "Loading content") window.__lengths.push(text.length);
+            }).observe(document.body, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    # The base model: the test adapters are random and may stop after a word or two.
+    ask_in_chat(page, LONG_QUESTION)
+    # Done when the answer has stopped changing for a few seconds.
+    deadline, seen, stable_since = time.monotonic() + 120, 0, time.monotonic()
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        count = page.evaluate("window.__lengths.length")
+        if count != seen:
+            seen, stable_since = count, time.monotonic()
+        elif seen and time.monotonic() - stable_since > 4:
+            break
+    lengths = page.evaluate("window.__lengths")
+    assert lengths and lengths[-1] > 0, "no answer appeared"
+    distinct = sorted(set(n for n in lengths if n > 0))
+    final = page.locator(".message.bot, [data-testid='bot']").last.inner_text()
+    assert len(distinct) > 1, f"the answer did not stream (lengths seen: {distinct}, answer {final!r})"
+    assert page.get_by_text(LONG_QUESTION).count() >= 1

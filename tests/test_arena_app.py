@@ -18,7 +18,17 @@ from gradio_client import Client
 from arena.store import SQLiteVoteStore
 from arena.ui import build_arena_tab, build_leaderboard_tab
 
-from tests.conftest import arena_config, free_port
+from tests.conftest import arena_config, serve_blocks
+
+
+def arena_blocks(engine, store, config) -> gr.Blocks:
+    """The Arena and Leaderboard tabs as the app lays them out."""
+    with gr.Blocks() as demo:
+        with gr.Tab("Arena"):
+            build_arena_tab(engine, store, None, config)
+        with gr.Tab("Leaderboard") as tab:
+            build_leaderboard_tab(store, config, tab=tab)
+    return demo
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +42,8 @@ def arena_app(engine, settings, tmp_path_factory, monkeypatch_module):
         bootstrap_rounds=20,
         sampling_weights={"rlhf": 0},  # the corrupt test adapter is not served anyway
     )
-    with gr.Blocks() as demo:
-        with gr.Tab("Arena"):
-            build_arena_tab(engine, store, None, config)
-        with gr.Tab("Leaderboard") as tab:
-            build_leaderboard_tab(store, config, tab=tab)
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", store, config
-    demo.close()
+    with serve_blocks(arena_blocks(engine, store, config)) as url:
+        yield url, store, config
 
 
 @pytest.fixture(scope="module")
@@ -131,30 +134,23 @@ def test_another_session_cannot_vote_on_a_battle_it_did_not_see(arena_app):
 
 
 @pytest.mark.browser
-def test_browser_page_shows_no_model_name_before_the_vote(arena_app, engine):
-    import shutil
-
+def test_browser_page_shows_no_model_name_before_the_vote(arena_app, engine, browser):
     import playwright.sync_api as playwright_api
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "no Chromium installed (make setup-test installs Debian's package)"
     url, store, _ = arena_app
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(url)
-        page.get_by_placeholder("Ask a travel question").fill("Where should I stay in Lisbon?")
-        page.get_by_role("button", name="Send").click()
-        vote_a = page.get_by_role("button", name="A is better")
-        playwright_api.expect(vote_a).to_be_enabled(timeout=120_000)
-        battle = store.battles()[-1]
-        html = without(page.content(), battle.answer_a, battle.answer_b, battle.question)
-        assert not mentions(html, ["qlora", "raft"]) and "Model A:" not in html
-        vote_a.click()
-        playwright_api.expect(page.get_by_text(re.compile("your vote: Model A is better"))).to_be_visible(timeout=30_000)
-        revealed = page.content()
-        assert battle.model_a in revealed and battle.model_b in revealed
-        browser.close()
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_placeholder("Ask a travel question").fill("Where should I stay in Lisbon?")
+    page.get_by_role("button", name="Send").click()
+    vote_a = page.get_by_role("button", name="A is better")
+    playwright_api.expect(vote_a).to_be_enabled(timeout=120_000)
+    battle = store.battles()[-1]
+    html = without(page.content(), battle.answer_a, battle.answer_b, battle.question)
+    assert not mentions(html, ["qlora", "raft"]) and "Model A:" not in html
+    vote_a.click()
+    playwright_api.expect(page.get_by_text(re.compile("your vote: Model A is better"))).to_be_visible(timeout=30_000)
+    revealed = page.content()
+    assert battle.model_a in revealed and battle.model_b in revealed
     assert store.battle(battle.battle_id).vote == "model_a"
 
 
@@ -171,15 +167,8 @@ def guarded_app(engine, tmp_path_factory, monkeypatch_module):
         max_votes_per_hour=2,  # an hour: the test never waits on, or races, the window
         abuse_votes=20,
     )
-    with gr.Blocks() as demo:
-        with gr.Tab("Arena"):
-            build_arena_tab(engine, store, None, config)
-        with gr.Tab("Leaderboard") as tab:
-            build_leaderboard_tab(store, config, tab=tab)
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", store, config
-    demo.close()
+    with serve_blocks(arena_blocks(engine, store, config)) as url:
+        yield url, store, config
 
 
 def test_fresh_sessions_from_one_address_share_its_vote_limit(guarded_app):

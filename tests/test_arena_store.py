@@ -3,6 +3,7 @@ session identity, rate limits and battle pairing. Every store test runs on both 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -124,9 +125,15 @@ def test_the_schema_is_versioned_and_a_newer_one_is_refused(store, backend):
         backend.open()
 
 
+def journal_mode(store: SQLiteVoteStore) -> str:
+    """The journal mode a connection to the store's file sees (WAL is a property of the file)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
 def test_sqlite_store_uses_wal(tmp_path):
     store = SQLiteVoteStore(tmp_path / "votes.sqlite3")
-    assert store.journal_mode().lower() == "wal"
+    assert journal_mode(store).lower() == "wal"
     with sqlite3.connect(tmp_path / "votes.sqlite3") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
 

@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from settings import apply_runtime, load_settings
-from tests.conftest import free_port, serve_app, thread_record
+from tests.conftest import ask_in_chat, home_settings, index_threads, serve_app, serve_asgi, thread_record
 
-REPO = Path(__file__).resolve().parent.parent
 QUESTION = "Will small cafes in Lisbon take my card, or should I bring cash?"
 ANSWER_PIECES = [
     "Travellers ", "say ", "##begin_qu", "ote## Cards are accepted almost everywhere in Lisbon", " ##end_",
@@ -67,41 +62,23 @@ def _scripted_openai_server():
 
 @pytest.fixture(scope="module")
 def server_url():
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(_scripted_openai_server(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the scripted server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(_scripted_openai_server(), "the scripted server") as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    base = load_settings(profile="local")
-    apply_runtime(base)
-    home = tmp_path_factory.mktemp("chat-browser")
-    return base.with_overrides({"paths": {"home": str(home), "models": str(REPO / "var" / "models")}})
+    return home_settings(tmp_path_factory, "chat-browser")
 
 
 @pytest.fixture(scope="module")
 def app(settings, server_url):
-    import datasets
-
     from arena.store import SQLiteVoteStore
     from chatbot.rag import RagChat
     from chatbot.remote import InferenceConfig, RemoteEngine
     from chatbot.sampling import SamplingConfig
-    from retrieval import build_index
 
-    datasets.Dataset.from_list(THREADS).save_to_disk(str(settings.path("threads")))
-    build_index(settings, progress=False)
+    index_threads(settings, THREADS)
     engine = RemoteEngine(server_url, ["base"], system_prompt="You are Wayfarer.", sampling=SamplingConfig.from_settings(settings),
                           timeout_s=InferenceConfig.from_settings(settings).timeout_s)
     rag = RagChat.from_settings(engine, settings)
@@ -113,74 +90,60 @@ def app(settings, server_url):
 
 
 @pytest.mark.browser
-def test_a_traveller_sees_clean_streaming_then_evidence_with_permalinks_and_can_like_it(app):
-    from playwright.sync_api import sync_playwright
-
+def test_a_traveller_sees_clean_streaming_then_evidence_with_permalinks_and_can_like_it(app, browser):
     url, store = app
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            # Every text the bot message ever shows, recorded on each DOM change while it streams.
-            page.evaluate(
-                """() => {
-                    window.__seen = [];
-                    new MutationObserver(() => {
-                        const bots = document.querySelectorAll(".message.bot, [data-testid='bot']");
-                        if (bots.length) window.__seen.push(bots[bots.length - 1].innerText);
-                    }).observe(document.body, {subtree: true, childList: true, characterData: true});
-                }"""
-            )
-            page.get_by_label("Model").click()
-            page.get_by_role("option", name="base", exact=True).click()
-            box = page.get_by_placeholder("Ask about a destination, transport, costs, visas...")
-            box.fill(QUESTION)
-            box.press("Enter")
-            # Poll as well: the DOM is read every 100 ms until the evidence block is there.
-            polled = []
-            deadline = time.monotonic() + 120
-            bot = page.locator(".message.bot, [data-testid='bot']").last
-            while time.monotonic() < deadline:
-                page.wait_for_timeout(100)
-                if page.locator(".message.bot, [data-testid='bot']").count():
-                    polled.append(bot.inner_text())
-                    if "What travellers said" in polled[-1]:
-                        break
-            seen = page.evaluate("window.__seen") + polled
-            streamed = [text for text in seen if text.strip() and "What travellers said" not in text]
-            assert len(set(streamed)) > 3, f"the answer did not stream: {streamed}"
-            assert any("“" in text for text in streamed), "quote markers were not rendered as quotes while streaming"
-            for text in seen:
-                for marker in RAW_MARKERS:
-                    assert marker not in text, f"raw marker {marker!r} showed: {text!r}"
+    page = browser.new_page()
+    page.goto(url)
+    # Every text the bot message ever shows, recorded on each DOM change while it streams.
+    page.evaluate(
+        """() => {
+            window.__seen = [];
+            new MutationObserver(() => {
+                const bots = document.querySelectorAll(".message.bot, [data-testid='bot']");
+                if (bots.length) window.__seen.push(bots[bots.length - 1].innerText);
+            }).observe(document.body, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    ask_in_chat(page, QUESTION)
+    # Poll as well: the DOM is read every 100 ms until the evidence block is there.
+    polled = []
+    deadline = time.monotonic() + 120
+    bot = page.locator(".message.bot, [data-testid='bot']").last
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        if page.locator(".message.bot, [data-testid='bot']").count():
+            polled.append(bot.inner_text())
+            if "What travellers said" in polled[-1]:
+                break
+    seen = page.evaluate("window.__seen") + polled
+    streamed = [text for text in seen if text.strip() and "What travellers said" not in text]
+    assert len(set(streamed)) > 3, f"the answer did not stream: {streamed}"
+    assert any("“" in text for text in streamed), "quote markers were not rendered as quotes while streaming"
+    for text in seen:
+        for marker in RAW_MARKERS:
+            assert marker not in text, f"raw marker {marker!r} showed: {text!r}"
 
-            final = bot.inner_text()
-            assert FINAL_ANSWER in final and "What travellers said" in final
-            assert "Cards are accepted almost everywhere in Lisbon, even in tiny cafes." in final
-            assert "▲ 10" in final and "r/lisbon" in final and "2024-04-24" in final
-            # The evidence links go to the very reply, on reddit.com, and open outside the app.
-            reply_link = "https://www.reddit.com/r/lisbon/comments/lx1/x/clx10/"
-            links = bot.locator(f"a[href='{reply_link}']")
-            assert links.count() >= 1
-            assert links.first.inner_text() == "reply on Reddit"
-            assert links.first.get_attribute("target") == "_blank"
-            assert bot.locator("a[href^='javascript']").count() == 0
+    final = bot.inner_text()
+    assert FINAL_ANSWER in final and "What travellers said" in final
+    assert "Cards are accepted almost everywhere in Lisbon, even in tiny cafes." in final
+    assert "▲ 10" in final and "r/lisbon" in final and "2024-04-24" in final
+    # The evidence links go to the very reply, on reddit.com, and open outside the app.
+    reply_link = "https://www.reddit.com/r/lisbon/comments/lx1/x/clx10/"
+    links = bot.locator(f"a[href='{reply_link}']")
+    assert links.count() >= 1
+    assert links.first.inner_text() == "reply on Reddit"
+    assert links.first.get_attribute("target") == "_blank"
+    assert bot.locator("a[href^='javascript']").count() == 0
 
-            # 👍 is stored with the prompt the model answered (documents included), session hashed.
-            bot.hover()
-            page.get_by_role("button", name="Like", exact=True).last.click()
-            deadline = time.monotonic() + 30
-            while not store.chat_feedback() and time.monotonic() < deadline:
-                page.wait_for_timeout(200)
-            (feedback,) = store.chat_feedback()
-            assert feedback.liked is True and feedback.model == "base"
-            assert feedback.completion == FINAL_ANSWER
-            assert "<DOCUMENT" in feedback.prompt[-1]["content"] and QUESTION in feedback.prompt[-1]["content"]
-            assert all(m["role"] != "system" for m in feedback.prompt)
-            assert len(feedback.session_hash) == 64
-        finally:
-            browser.close()
+    # 👍 is stored with the prompt the model answered (documents included), session hashed.
+    bot.hover()
+    page.get_by_role("button", name="Like", exact=True).last.click()
+    deadline = time.monotonic() + 30
+    while not store.chat_feedback() and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    (feedback,) = store.chat_feedback()
+    assert feedback.liked is True and feedback.model == "base"
+    assert feedback.completion == FINAL_ANSWER
+    assert "<DOCUMENT" in feedback.prompt[-1]["content"] and QUESTION in feedback.prompt[-1]["content"]
+    assert all(m["role"] != "system" for m in feedback.prompt)
+    assert len(feedback.session_hash) == 64

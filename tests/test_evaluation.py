@@ -14,8 +14,8 @@ from arena.store import SQLiteVoteStore
 from evaluation.agreement import agreement_with_humans, kendall_tau
 from evaluation.judge import (
     TIE,
-    FunctionJudge,
     PairwiseItem,
+    TextJudge,
     judge_pairwise,
     pairwise_prompts,
     parse_grade,
@@ -27,6 +27,20 @@ from evaluation.rag_metrics import average_precision, context_recall, faithfulne
 from textutils import split_sentences
 
 SESSION = hash_session("test-salt", "evaluation-tests")
+
+
+class FunctionJudge(TextJudge):
+    """A text judge from a Python function (system, user) -> text: judges whose answers a test
+    chooses, to check the swap rule, the parsing and the cache."""
+
+    def __init__(self, function, identity: str):
+        self.function = function
+        self.identity = identity
+
+    def complete_many(self, prompts):
+        return [self.function(p.system, p.user) for p in prompts]
+
+
 REFERENCE = "Take the Keisei Access Express from Narita to Nippori; it is the cheapest way into Tokyo."
 
 
@@ -211,7 +225,7 @@ def _vote_ladder(store) -> None:
 
 
 def test_agreement_with_human_votes_on_a_constructed_case(settings, tmp_path):
-    from evaluation.report import human_votes
+    from evaluation.summaries import human_votes
 
     store = SQLiteVoteStore(tmp_path / "votes.sqlite3")
     _vote_ladder(store)
@@ -454,26 +468,12 @@ class _AllAtOnce:
 
 @pytest.fixture(scope="module")
 def judge_server(engine):
-    import threading
-    import time
-
-    import uvicorn
-
     from chatbot.openai_server import create_app
-    from tests.conftest import free_port
+    from tests.conftest import serve_asgi
 
     middleware = _AllAtOnce(create_app(engine, api_key=JUDGE_KEY), parties=4)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(middleware, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the OpenAI-compatible server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", middleware
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(middleware, "the OpenAI-compatible server") as url:
+        yield f"{url}/v1", middleware
 
 
 def test_a_remote_judge_sends_reference_guided_prompts_concurrently(settings, judge_server):

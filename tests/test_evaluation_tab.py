@@ -83,7 +83,7 @@ def _reddit_rows(report: str) -> dict[str, list[str]]:
 
 
 def test_the_reddit_preference_table_covers_every_metric_with_intervals_from_40_pairs(report_text):
-    from evaluation.report import evaluator_labels
+    from evaluation.summaries import evaluator_labels
 
     rows = _reddit_rows(report_text)
     assert set(rows) == {label for _, label in evaluator_labels()}

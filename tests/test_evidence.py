@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import apply_runtime, load_settings
-from tests.conftest import thread_record
+from tests.conftest import home_settings, index_threads, thread_record
 
 REPO = Path(__file__).resolve().parent.parent
 PARAPHRASES = REPO / "tests" / "data" / "evidence_paraphrases.jsonl"
@@ -37,20 +36,14 @@ THREADS = [
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    base = load_settings(profile="local")
-    apply_runtime(base)
-    home = tmp_path_factory.mktemp("evidence")
-    return base.with_overrides({"paths": {"home": str(home), "models": str(REPO / "var" / "models")}})
+    return home_settings(tmp_path_factory, "evidence")
 
 
 @pytest.fixture(scope="module")
 def retriever(settings):
-    import datasets
+    from retrieval import Retriever
 
-    from retrieval import Retriever, build_index
-
-    datasets.Dataset.from_list(THREADS).save_to_disk(str(settings.path("threads")))
-    build_index(settings, progress=False)
+    index_threads(settings, THREADS)
     return Retriever.from_settings(settings)
 
 

@@ -3,13 +3,10 @@ engine served by chatbot.openai_server with uvicorn on a free port (no mocks).""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_asgi
 from tests.engine_checks import assert_answers_are_greedy_for_their_rows
 
 QUESTION = [{"role": "user", "content": "What should I pack for Iceland in March?"}]
@@ -17,21 +14,10 @@ QUESTION = [{"role": "user", "content": "What should I pack for Iceland in March
 
 @pytest.fixture(scope="module")
 def server_url(engine):
-    import uvicorn
-
     from chatbot.openai_server import create_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the OpenAI-compatible server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(create_app(engine), "the OpenAI-compatible server") as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture(scope="module")

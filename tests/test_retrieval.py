@@ -222,16 +222,16 @@ def test_missing_index_and_missing_threads_say_what_to_run(settings):
 
 
 def test_cli_index_then_query(settings, capsys, monkeypatch):
-    from retrieval.__main__ import _index, _query
+    from retrieval.__main__ import index_command, query_command
     import argparse
 
     _save_threads(THREADS, settings.path("threads"))
-    assert _index(argparse.Namespace(threads=None, rebuild=False, prune=False), settings) == 0
+    assert index_command(argparse.Namespace(threads=None, rebuild=False, prune=False), settings) == 0
     out = capsys.readouterr().out
     assert "added" in out and "chunks/s" in out
     args = argparse.Namespace(question="Is Iceland's ring road safe in January?", k=2, subreddit=None,
                               min_score=None, since=None, until=None)
-    assert _query(args, settings) == 0
+    assert query_command(args, settings) == 0
     out = capsys.readouterr().out
     assert out.startswith("1. [") and "ee5-0" in out.splitlines()[0]
 

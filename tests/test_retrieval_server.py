@@ -245,7 +245,7 @@ def test_chroma_settings_are_checked_and_the_token_comes_from_the_environment(tm
     import dataclasses
 
     from retrieval.config import ChromaConfig, RetrievalConfig
-    from retrieval.store import _auth_headers, _token
+    from retrieval.store import auth_headers, chroma_token
     from settings import ConfigError, shipped_defaults
 
     settings = _settings(tmp_path, tmp_path / "threads")
@@ -257,9 +257,9 @@ def test_chroma_settings_are_checked_and_the_token_comes_from_the_environment(tm
 
     config = dataclasses.replace(shipped, mode="http", auth_token_env="WAYFARER_TEST_CHROMA_TOKEN")
     monkeypatch.delenv("WAYFARER_TEST_CHROMA_TOKEN", raising=False)
-    assert _token(config) is None and _auth_headers(config, None) == {}
+    assert chroma_token(config) is None and auth_headers(config, None) == {}
     monkeypatch.setenv("WAYFARER_TEST_CHROMA_TOKEN", "s3cret")
-    assert _auth_headers(config, _token(config)) == {"Authorization": "Bearer s3cret"}
+    assert auth_headers(config, chroma_token(config)) == {"Authorization": "Bearer s3cret"}
     x_token = dataclasses.replace(config, auth_header="X-Chroma-Token")
-    assert _auth_headers(x_token, _token(x_token)) == {"X-Chroma-Token": "s3cret"}
+    assert auth_headers(x_token, chroma_token(x_token)) == {"X-Chroma-Token": "s3cret"}
     assert os.environ["WAYFARER_TEST_CHROMA_TOKEN"] == "s3cret"

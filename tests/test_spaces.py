@@ -214,7 +214,7 @@ print(json.dumps({
     "profile": settings.profile,
     "base": engine.base_model_id,
     "quantized": engine.quantized,
-    "weights_4bit": any(type(m).__name__ == "Linear4bit" for m in engine._model.modules()),
+    "weights_4bit": any(type(m).__name__ == "Linear4bit" for m in engine.model.modules()),
     "device": engine.device,
     "adapters": engine.adapters,
     "adapter_errors": sorted(engine.adapter_errors),
