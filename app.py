@@ -63,7 +63,7 @@ def main() -> None:
     apply_runtime(settings)
     from arena.store import open_vote_store
     from chatbot.rag import RagChat
-    from chatbot.remote import engine_from_settings
+    from chatbot.engine import engine_from_settings
 
     # The local 4-bit engine, or an OpenAI-compatible server (vLLM multi-LoRA) by configuration.
     engine = engine_from_settings(settings)

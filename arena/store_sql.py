@@ -34,7 +34,7 @@ from arena.records import (
     VoteRejected,
     VoteRow,
 )
-from arena.sessions import check_session_hash
+from arena.sessions import check_session_hash, hash_session
 
 SCHEMA_VERSION = 3
 
@@ -430,6 +430,9 @@ class SQLVoteStore:
 
     def session_salt(self, env_var: str) -> str:
         raise NotImplementedError
+
+    def hash_session(self, session_id: str, env_var: str) -> str:
+        return hash_session(self.session_salt(env_var), session_id)
 
     def close(self) -> None:
         """Release what the backend keeps open between calls."""

@@ -47,14 +47,3 @@ class WholeAnswers:
         for row, piece in self.generate_rows(requests, **sampling):
             answers[row] += piece
         return answers
-
-
-def engine_from_settings(settings, *, adapters_dir=None) -> Engine:
-    """The configured engine (`inference.backend`): the model in this process, or a server."""
-    from chatbot.remote import InferenceConfig, RemoteEngine
-
-    if InferenceConfig.from_settings(settings).backend == "openai":
-        return RemoteEngine.from_settings(settings)
-    from chatbot.engine import ChatEngine
-
-    return ChatEngine.from_settings(settings, adapters_dir=adapters_dir)

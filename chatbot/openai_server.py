@@ -6,7 +6,8 @@ Serves `GET /v1/models` (one model per servable adapter: base, qlora, ...) and
 `POST /v1/chat/completions` (streamed as server-sent events with `"stream": true`), the subset of
 the API that vLLM serves and `chatbot.remote.RemoteEngine` uses. It lets the remote backend be
 tested against a real server, and lets one machine serve the model to several app processes.
-vLLM's extra sampling fields `top_k` and `repetition_penalty` are accepted too.
+vLLM's extra sampling fields `top_k` and `repetition_penalty` are accepted too, and our engine's
+answer n-gram limit (`repeat_ngram_size`, `max_ngram_repeats`).
 
 With `--api-key-env NAME`, requests must carry `Authorization: Bearer <value of $NAME>`.
 """
@@ -29,6 +30,8 @@ _SAMPLING_FIELDS = {
     "max_tokens": "max_new_tokens",
     "max_completion_tokens": "max_new_tokens",
     "repetition_penalty": "repetition_penalty",
+    "repeat_ngram_size": "repeat_ngram_size",
+    "max_ngram_repeats": "max_ngram_repeats",
     "seed": "seed",
 }
 
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_runtime(settings)
     import uvicorn
 
-    from chatbot.engine_protocol import engine_from_settings
+    from chatbot.engine import engine_from_settings
 
     api_key = None
     if args.api_key_env:

@@ -55,13 +55,6 @@ class InferenceConfig:
         return config
 
 
-def engine_from_settings(settings: Settings, *, adapters_dir=None):
-    """The configured engine (see chatbot.engine_protocol.engine_from_settings, the one factory)."""
-    from chatbot.engine_protocol import engine_from_settings as factory
-
-    return factory(settings, adapters_dir=adapters_dir)
-
-
 _END = object()
 
 
@@ -151,7 +144,9 @@ class RemoteEngine(WholeAnswers):
             reason = self.adapter_errors.get(adapter, "it is not configured")
             raise GenerationError(f"model '{adapter}' is not available: {reason}")
         # vLLM's (and our server's) sampling fields beyond the OpenAI API travel in extra_body.
-        extra_body = {"repetition_penalty": options.repetition_penalty}
+        extra_body = {"repetition_penalty": options.repetition_penalty,
+                      # Our server's answer n-gram limit (vLLM logs these as ignored fields).
+                      "repeat_ngram_size": options.repeat_ngram_size, "max_ngram_repeats": options.max_ngram_repeats}
         request = {
             "model": self._served_names[adapter],
             "messages": self.build_messages(messages),

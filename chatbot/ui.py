@@ -96,13 +96,10 @@ def build_chat_tab(
     temperature, max_new_tokens, use_retrieval, destination (a subreddit, "" = any), recent_only.
     With `feedback_store` (an arena vote store), 👍/👎 on an answer is recorded.
     """
-    from arena.sessions import hash_session
-
     defaults = engine.sampling
     default_model = engine.adapters[-1] if len(engine.adapters) > 1 else BASE_ADAPTER
     retrieval_on = rag is not None and rag.retrieval_available
     recent_days = rag.evidence_config.recent_days if rag is not None else 365
-    salt = feedback_store.session_salt(session_salt_env) if feedback_store is not None else ""
     # What the model was sent for each answer on screen (keyed by the displayed text), so a
     # 👍/👎 is stored with the prompt the model really answered (documents included); bounded.
     sent: collections.OrderedDict = collections.OrderedDict()
@@ -170,7 +167,7 @@ def build_chat_tab(
         if not raw_session:
             raise gr.Error("This page has no session; reload it.")
         feedback_store.record_chat_feedback(
-            session=hash_session(salt, raw_session),
+            session=feedback_store.hash_session(raw_session, session_salt_env),
             model=model or "unknown",
             prompt=[m for m in prompt if m.get("role") != "system"],
             completion=strip_display_extras(displayed),

@@ -86,7 +86,6 @@ def build_pairs(settings: Settings, config, questions: Mapping[str, str]) -> tup
     """The Reddit-preference pairs of the golden threads (thread-id order), and a note saying
     why there are none when there are none. `questions`: thread id -> the golden question."""
     from corpus import load_golden_thread_ids, threads_exist
-    from training.datasets import DatasetsConfig
 
     golden = load_golden_thread_ids(settings.path("datasets"))
     if not golden:
@@ -96,7 +95,7 @@ def build_pairs(settings: Settings, config, questions: Mapping[str, str]) -> tup
         return [], f"no cleaned threads at {threads_path}"
     from datasets import load_from_disk
 
-    min_chars = DatasetsConfig.from_settings(settings).answer_min_chars
+    min_chars = settings.config.data.datasets.answer_min_chars  # the datasets' answer length floor
     pairs: list[RedditPair] = []
     for row in sorted(load_from_disk(str(threads_path)), key=lambda r: str(r["thread_id"])):
         thread_id = str(row["thread_id"])

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.cache import RESULTS_FILE
 from evaluation.config import EvaluationConfig
 from evaluation.judge import PairwiseResult, summarize_pairwise
 from evaluation.metrics import GOLDEN_METRICS
 from evaluation.rag_metrics import RAG_METRICS
 from evaluation.report_plots import plot_agreement, plot_reddit_preference, write_report_plots
-from evaluation.runner import RESULTS_FILE
 from fsutils import write_text_atomic
 from evaluation.summaries import (
     JUDGE_LABELS,

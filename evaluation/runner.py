@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from evaluation.cache import EvaluationCache, SCORER_VERSION, model_fingerprint, scorer_fingerprint, text_hash
+from evaluation.cache import RESULTS_FILE, EvaluationCache, SCORER_VERSION, model_fingerprint, scorer_fingerprint, text_hash
 from evaluation.config import PAIRWISE, SINGLE, EvaluationConfig
 from evaluation.golden import load_golden
 from evaluation.judge import (
@@ -37,7 +37,6 @@ from evaluation.run_progress import Progress, ProgressCallback, RunStats, machin
 from fsutils import files_digest, write_text_atomic
 from settings import Settings
 
-RESULTS_FILE = "results.json"
 CACHE_FILE = "cache.sqlite3"
 
 

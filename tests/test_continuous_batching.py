@@ -149,7 +149,7 @@ def test_a_long_queue_and_an_oversized_request_are_refused_with_a_message(small_
 
 
 def test_the_local_engine_is_an_engine_and_the_factory_builds_it(engine, settings):
-    from chatbot.engine_protocol import Engine, engine_from_settings
+    from chatbot.engine import Engine, engine_from_settings
     from chatbot.remote import RemoteEngine
 
     assert isinstance(engine, Engine)

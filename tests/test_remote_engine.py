@@ -52,7 +52,7 @@ def test_remote_battle_rows_are_each_their_own_models_answer(remote, engine):
     near-tie may resolve differently, tests/engine_checks.py), so each row is checked as its
     own model's answer, not as its solo text."""
     names = ("qlora", "raft")
-    greedy = {"temperature": 0, "max_new_tokens": 10, "repetition_penalty": 1.0}
+    greedy = {"temperature": 0, "max_new_tokens": 10, "repetition_penalty": 1.0, "max_ngram_repeats": 0}
     solo = [engine.complete(QUESTION, name, **greedy) for name in names]
     assert solo[0] != solo[1], "the two models must answer differently for a mix-up to show"
     requests = [(QUESTION, name) for name in names]
@@ -91,7 +91,8 @@ def test_non_streaming_completion_matches(server_url, engine):
 
 
 def test_the_configured_backend_is_chosen(settings, server_url):
-    from chatbot.remote import RemoteEngine, engine_from_settings
+    from chatbot.engine import engine_from_settings
+    from chatbot.remote import RemoteEngine
     from settings import ConfigError
 
     chosen = engine_from_settings(settings.with_overrides({"inference": {"backend": "openai", "base_url": server_url}}))
