@@ -4,6 +4,7 @@ KTO export, and the figure on hand-written paraphrases of the demo threads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_evidence_quotes_the_answering_reply_sentence_with_its_own_link(retrieve
     assert [e.similarity for e in evidence] == sorted((e.similarity for e in evidence), reverse=True)
     # Only replies are evidence: never the post's own title or body, never a question.
     everything = extract_evidence(question, retriever.search(question, k=4), retriever.embedder,
-                                  type(evidence_config)(sentences=50))
+                                  dataclasses.replace(evidence_config, sentences=50))
     texts = [e.text for e in everything]
     assert "Are cards accepted in small cafes and on trams?" not in texts
     assert "Is this a joke?" not in texts and len(texts) == len(set((e.thread_id, e.text) for e in everything))
