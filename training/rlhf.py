@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from modeling.adapters import ADAPTER_CONFIG_FILE
+from modeling.adapters import ADAPTER_CONFIG_FILE, next_adapter_version, publish_adapter_version
 from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
 from training.adapter_output import (
@@ -294,6 +294,7 @@ class DpoRun:
     clock: Stopwatch
     scratch: tempfile.TemporaryDirectory
     precision: object = None
+    publish: bool = True  # without `output`: make the new version the served one once written
 
     def train(self) -> TrainingResult:
         try:
@@ -312,16 +313,30 @@ class DpoRun:
                 extra={"start_adapter": {"name": self.config.rlhf_start_adapter, "path": str(self.start),
                                          "inputs_fingerprint": _start_fingerprint(self.start)},
                        "reference": f"frozen copy of the '{self.config.rlhf_start_adapter}' adapter"})
-            target = Path(self.output) if self.output else self.settings.path("adapters") / RLHF_ADAPTER
+            target = versioned_output(self.settings, self.output, metadata)
             # Only the policy: the "ref" copy is the start adapter, already saved on its own.
             write_adapter(target, lambda folder: self.trainer.model.save_pretrained(
                 str(folder), selected_adapters=["default"]), metadata, history)
+            if self.output is None and self.publish:
+                publish_adapter_version(target.parent, int(target.name))
         finally:
             self.scratch.cleanup()
         return TrainingResult(RLHF_ADAPTER, "dpo", target, metadata, self.clock.seconds)
 
 
-def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Path | None = None) -> DpoRun:
+def versioned_output(settings: Settings, output: Path | None, metadata: dict) -> Path:
+    """Where a served RLHF adapter is written: `output` when given, else the next version folder
+    `adapters/rlhf/<version>/` (modeling.adapters: published by rewriting `rlhf/CURRENT`)."""
+    if output is not None:
+        return Path(output)
+    folder = settings.path("adapters") / RLHF_ADAPTER
+    version = next_adapter_version(folder)
+    metadata["version"] = version
+    return folder / str(version)
+
+
+def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Path | None = None,
+                publish: bool = True) -> DpoRun:
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
@@ -352,7 +367,7 @@ def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Pat
             param.requires_grad_(False)  # the reference never moves (trl only reads it under no_grad)
     data = _data_record(settings, config, preference_fingerprints(settings, config), rows)
     return DpoRun(settings, config, run_settings, trainer, start, fingerprint, data, output, clock, scratch,
-                  base.precision)
+                  base.precision, publish)
 
 
 # ------------------------------------------------------------------------------------ online RL
@@ -411,7 +426,9 @@ def train_online(settings: Settings, *, max_steps: int | None = None, output: Pa
             metrics=metrics, inputs_fingerprint=fingerprint,
             extra={"start_adapter": {"name": config.rlhf_start_adapter, "path": str(start)},
                    "reward_model": str(settings.path("adapters") / REWARD_ADAPTER)})
-        target = Path(output) if output else settings.path("adapters") / RLHF_ADAPTER
+        target = versioned_output(settings, output, metadata)
         write_adapter(target, lambda folder: trainer.model.save_pretrained(str(folder), selected_adapters=["default"]),
                       metadata, history)
+        if output is None:
+            publish_adapter_version(target.parent, int(target.name))
     return TrainingResult(RLHF_ADAPTER, run_settings.trainer, target, metadata, clock.seconds)
