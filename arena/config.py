@@ -52,11 +52,16 @@ class ArenaConfig:
     rating_intervals: str = "laplace"
     bootstrap_rounds: int = 100  # resamples when rating_intervals is bootstrap
     provisional_battles: int = 30  # a model with fewer battles is marked provisional
+    # Each adapter version is rated on its own (rlhf@3 against rlhf@4, after the retraining loop
+    # published a new one); true rates all versions of an adapter as one model.
+    fold_versions: bool = False
     elo_k: float = 4.0  # online Elo step, as in the Chatbot Arena
     elo_scale: float = 400.0  # a 400-point gap means 10:1 odds
     elo_base: float = 1000.0  # the mean rating
     leaderboard_dir: str | None = None  # plots; null: {home}/leaderboard
     export_validation_fraction: float = 0.1  # share of conversations in the validation split
+    # The retraining loop's settings (read by training.loop.RetrainConfig; see wayfarer.yaml).
+    retrain: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vote_store not in VOTE_STORES:
@@ -106,6 +111,7 @@ class ArenaConfig:
         section = settings.section("arena")
         section["sampling_weights"] = dict(section.get("sampling_weights") or {})
         section["sampling"] = dict(section.get("sampling") or {})
+        section["retrain"] = dict(section.get("retrain") or {})
         if not section.get("leaderboard_dir"):
             section["leaderboard_dir"] = str(settings.path("home") / "leaderboard")
         else:

@@ -30,6 +30,7 @@ class ModelConfig:
     device: str = "auto"
     adapters: tuple[str, ...] = ()
     system_prompt: str = ""
+    adapter_poll_s: float = 0.0  # seconds between checks for a newly published adapter version (0: never)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelConfig":
