@@ -326,3 +326,29 @@ def test_4_the_app_engine_swaps_in_the_new_version_mid_stream_and_the_next_battl
         assert versions == {"rlhf": 3, "raft": None}
     finally:
         store.close()
+
+
+def test_5_kto_trains_on_both_bad_votes_and_thumbs_down(home):
+    from arena.store import open_vote_store
+    from training.adapter_output import read_metadata
+    from training.loop import PUBLISHED, run_once
+
+    settings = loop_settings(home, retrain={"method": "kto"})
+    store = open_vote_store(settings)
+    voter = session("kto")
+    for i in range(3):
+        question = f"kto question {i}: where should I stay in Lisbon?"
+        messages = [{"role": "user", "content": question}]
+        battle = store.create_battle(session=voter, question=question, model_a="raft", model_b="base",
+                                     messages_a=messages, messages_b=messages)
+        store.finish_battle(battle, "Anywhere.", "No idea.")
+        store.record_vote(battle, "both_bad", voter)
+    store.record_chat_feedback(session=voter, model="rlhf", prompt=QUESTION, completion="Walk.", liked=False,
+                               message_index=1)
+    store.close()
+    status = run_once(settings)
+    assert status["state"] == PUBLISHED, status.get("message")
+    version = status["served_version"]
+    metadata = read_metadata(settings.path("adapters") / "rlhf" / str(version))
+    assert metadata["method"] == "kto"
+    assert metadata["datasets"]["arena_negative"]["rows"] >= 1 and metadata["datasets"]["chat_feedback"]["rows"] >= 1

@@ -412,13 +412,14 @@ def load_unpaired(settings: Settings, config: TrainingConfig, run_settings):
 def prepare_kto(settings: Settings, *, max_steps: int | None = None, output: Path | None = None,
                 publish: bool = True) -> DpoRun:
     """KTO (trl's KTOTrainer) from the start adapter, with the DPO run settings (training.dpo:
-    learning rate, steps, beta, max_length); the reference is the start adapter's frozen copy."""
+    learning rate, steps, beta, max_length); the reference is the start adapter's frozen copy.
+    KTO estimates its KL term from the other rows of a batch, so a batch holds at least 2 rows."""
     from peft import PeftModel
     from trl import KTOConfig, KTOTrainer
 
     clock = Stopwatch()
     config = TrainingConfig.from_settings(settings)
-    run_settings = config.dpo
+    run_settings = dataclasses.replace(config.dpo, batch_size=max(2, config.dpo.batch_size))
     if max_steps is not None:
         run_settings = dataclasses.replace(run_settings, max_steps=max_steps)
     start = require_start_adapter(settings, config)
