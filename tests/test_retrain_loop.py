@@ -271,7 +271,8 @@ def test_3_kill_9_during_retraining_on_postgres_leaves_the_served_version_and_th
     monkeypatch.setenv("WAYFARER_VOTES_DSN", postgres_dsn)
     pg = {"arena": {"vote_store": "postgres"}}
     settings = loop_settings(home, **json.loads(json.dumps(pg)))
-    env = {**os.environ, "WAYFARER__ARENA__VOTE_STORE": "postgres", "WAYFARER_VOTES_DSN": postgres_dsn}
+    env = {**os.environ, "WAYFARER__ARENA__VOTE_STORE": "postgres", "WAYFARER_VOTES_DSN": postgres_dsn,
+           "PYTHONPATH": str(REPO)}
     # Two other processes (standing in for two app processes) vote into the one database at once.
     voters = [subprocess.Popen([sys.executable, str(REPO / "tests" / "vote_burst.py"), f"app-{n}", "4"], cwd=REPO,
                                env=env, stdout=subprocess.PIPE, text=True) for n in range(2)]
