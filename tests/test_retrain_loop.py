@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, make_lora_adapter
-from tests.test_training import TRAINING, make_settings
+from tests.test_training import make_settings
 
 QUESTION = [{"role": "user", "content": "What is the cheapest way from Narita airport to Shinjuku?"}]
 # Tiny evaluation budget: two golden questions, short answers, two Reddit pairs.
