@@ -50,11 +50,25 @@ def build_app(settings: Settings, engine, *, rag=None, votes=None, warnings: Seq
         if votes is not None:
             with gr.Tab("Arena"):
                 build_arena_tab(engine, votes, rag, arena_config)
+                _retrain_status_block(settings)
             with gr.Tab("Leaderboard") as leaderboard_tab:
                 build_leaderboard_tab(votes, arena_config, tab=leaderboard_tab)
         with gr.Tab("Evaluation") as evaluation_tab:
             build_evaluation_tab(settings, tab=evaluation_tab, engine=engine, rag=rag)
     return demo
+
+
+def _retrain_status_block(settings: Settings) -> None:
+    """The retraining loop's status (training/loop.py's status file): state, last run, why the
+    last candidate was rejected; read again on Refresh."""
+    import gradio as gr
+
+    from training.loop import read_status, status_markdown
+
+    with gr.Accordion("Retraining loop", open=False):
+        text = gr.Markdown(status_markdown(read_status(settings)), elem_id="wayfarer-retrain-status")
+        refresh = gr.Button("🔄 Refresh loop status", size="sm")
+    refresh.click(lambda: status_markdown(read_status(settings)), outputs=text, api_name="retrain_status")
 
 
 def main() -> None:
@@ -71,6 +85,12 @@ def main() -> None:
     votes = open_vote_store(settings)
     ui = settings.config.ui
     demo = build_app(settings, engine, rag=rag, votes=votes, warnings=[storage_warning] if storage_warning else [])
+    from training.loop import RetrainConfig, start_in_app
+
+    if RetrainConfig.from_settings(settings).in_app:
+        # The loop in this process; a published version is swapped in at once (not at the next poll).
+        refresh = getattr(engine, "refresh_adapters", None)
+        start_in_app(settings, on_publish=(lambda _v: refresh(settings.path("adapters"))) if refresh else None)
     # One pass of the model runs at a time (the engine queues them), but several users may be
     # connected and streaming; the queue lets them wait their turn instead of failing.
     demo.queue(default_concurrency_limit=ui.concurrency_limit)

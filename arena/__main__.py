@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     board = commands.add_parser("leaderboard", help="print the ratings and write the plots")
     board.add_argument("--output", type=Path, help="plot folder (default: arena.leaderboard_dir)")
     board.add_argument("--rounds", type=int, help="bootstrap rounds (default: arena.bootstrap_rounds)")
+    board.add_argument("--fold-versions", action="store_true", default=None,
+                       help="rate every version of an adapter as one model (default: arena.fold_versions)")
     args = parser.parse_args(argv)
     if args.command == "export" and args.private and not args.push_to_hub:
         parser.error("--private only applies with --push-to-hub")
@@ -76,6 +78,8 @@ def _leaderboard(args, store, config) -> int:
     from arena.leaderboard import leaderboard_from_config, leaderboard_summary, write_plots
 
     overrides = {} if args.rounds is None else {"bootstrap_rounds": args.rounds}
+    if args.fold_versions:
+        overrides["fold_versions"] = True
     board_data = leaderboard_from_config(store.votes(), config, **overrides)
     print(board_data.format_table())
     print(f"\n{board_data.votes_used} votes used. {leaderboard_summary(board_data)}")

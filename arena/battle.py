@@ -128,6 +128,9 @@ class Arena:
             system = [m for m in turns_a if m.get("role") == "system"]
             turns_b = system + turns_b[:-1] + [dict(turns_a[-1])]
         sampling = dict(self.config.sampling)
+        # The version each side's rows will run on (a hot swap moves new requests to a new
+        # version: chatbot.local_engine); None for the base model and unversioned adapters.
+        versions = getattr(self.engine, "adapter_versions", None) or {}
         battle_id = self.store.create_battle(
             session=session,
             question=question,
@@ -140,6 +143,8 @@ class Arena:
             conversation_id=conversation_id,
             turn=turn,
             client=client,
+            version_a=versions.get(model_a) or None,
+            version_b=versions.get(model_b) or None,
         )
         record = self._battle(battle_id)
         return Battle(

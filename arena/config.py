@@ -52,11 +52,16 @@ class ArenaConfig:
     rating_intervals: str
     bootstrap_rounds: int  # resamples when rating_intervals is bootstrap
     provisional_battles: int  # a model with fewer battles is marked provisional
+    # Each adapter version is rated on its own (rlhf@3 against rlhf@4, after the retraining loop
+    # published a new one); true rates all versions of an adapter as one model.
+    fold_versions: bool
     elo_k: float  # online Elo step, as in the Chatbot Arena
     elo_scale: float  # a 400-point gap means 10:1 odds
     elo_base: float  # the mean rating
     leaderboard_dir: str | None  # plots; null: {home}/leaderboard
     export_validation_fraction: float  # share of conversations in the validation split
+    # The retraining loop's settings (read by training.loop.RetrainConfig; see wayfarer.yaml).
+    retrain: dict
 
     def __post_init__(self) -> None:
         if self.vote_store not in VOTE_STORES:

@@ -206,19 +206,26 @@ def compute_leaderboard(
     abuse_votes: int = _DEFAULTS.abuse_votes,
     abuse_minutes: float = _DEFAULTS.abuse_minutes,
     include_flagged: bool = _DEFAULTS.include_flagged_votes,
+    fold_versions: bool = _DEFAULTS.fold_versions,
     seed: int = 0,
 ) -> Leaderboard:
     """The leaderboard from stored votes; votes of flagged sessions and client addresses are
-    left out unless `include_flagged`. `bootstrap_rounds` applies when intervals="bootstrap"."""
+    left out unless `include_flagged`. `bootstrap_rounds` applies when intervals="bootstrap".
+    Each adapter version is rated on its own (`rlhf@3`, `rlhf@4`) unless `fold_versions`, which
+    rates all versions of an adapter as one model (`rlhf`)."""
     if intervals not in ("laplace", "bootstrap"):
         raise ValueError(f"intervals must be laplace or bootstrap, got {intervals!r}")
     flags = abuse_flags(votes, abuse_votes, abuse_minutes)
     used = list(votes) if include_flagged else [v for v in votes if v.battle_id not in flags.battle_ids]
-    models = sorted({v.model_a for v in used} | {v.model_b for v in used})
+    if fold_versions:
+        sides = [(v.model_a, v.model_b) for v in used]
+    else:
+        sides = [(getattr(v, "rated_a", v.model_a), getattr(v, "rated_b", v.model_b)) for v in used]
+    models = sorted({a for a, _ in sides} | {b for _, b in sides})
     index = {m: i for i, m in enumerate(models)}
     p = len(models)
-    idx_a = np.array([index[v.model_a] for v in used], dtype=int)
-    idx_b = np.array([index[v.model_b] for v in used], dtype=int)
+    idx_a = np.array([index[a] for a, _ in sides], dtype=int)
+    idx_b = np.array([index[b] for _, b in sides], dtype=int)
     score = outcome_scores([v.vote for v in used])
 
     # Aggregate rows into (ordered pair, outcome) cells: sides carry no term in the model.
@@ -362,6 +369,7 @@ def leaderboard_from_config(votes: Sequence[VoteRow], config: ArenaConfig, **ove
         abuse_votes=config.abuse_votes,
         abuse_minutes=config.abuse_minutes,
         include_flagged=config.include_flagged_votes,
+        fold_versions=config.fold_versions,
     )
     settings.update(overrides)
     return compute_leaderboard(votes, **settings)

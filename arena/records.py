@@ -90,6 +90,8 @@ class BattleRecord:
     # which kept only their ids (their text is still inside messages_a/messages_b).
     documents: tuple[StoredDocument, ...] = ()
     client_hash: str | None = None  # salted hash of the client address that started the battle
+    version_a: int | None = None  # adapter version of each side (None: base, unversioned, or before schema 4)
+    version_b: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -120,6 +122,22 @@ class VoteRow:
     voted_at: float
     turn: int
     client_hash: str | None = None  # None: no address was given (scripts, votes before schema 2)
+    version_a: int | None = None  # the battle's adapter versions (see BattleRecord)
+    version_b: int | None = None
+
+    @property
+    def rated_a(self) -> str:
+        """Side A as the leaderboard rates it when versions are kept apart: `rlhf@4`."""
+        return _versioned(self.model_a, self.version_a)
+
+    @property
+    def rated_b(self) -> str:
+        return _versioned(self.model_b, self.version_b)
+
+
+def _versioned(model: str, version: int | None) -> str:
+    # The same rule as modeling.adapters.versioned_name (the store imports no model code).
+    return model if not version else f"{model}@{version}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +169,8 @@ class VoteStore(Protocol):
         conversation_id: str | None = None,
         turn: int = 0,
         client: str | None = None,
+        version_a: int | None = None,
+        version_b: int | None = None,
     ) -> str: ...
 
     def finish_battle(self, battle_id: str, answer_a: str, answer_b: str) -> BattleRecord: ...

@@ -36,7 +36,7 @@ from arena.records import (
 )
 from arena.sessions import check_session_hash, hash_session
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 1: the original schema. {real} is the backend's 8-byte float type; JSON columns are
 # TEXT holding json.dumps output, so every backend reads back exactly the records it was given.
@@ -96,12 +96,19 @@ CREATE TABLE IF NOT EXISTS chat_feedback (
     created_at   {real} NOT NULL
 );
 """,
+    # 4: the adapter version each side ran (modeling.adapters: rlhf@3 vs rlhf@4 after a hot swap);
+    # NULL: the base model, an unversioned adapter, or a battle stored before schema 4. A vote
+    # is on one battle, so it carries the battle's versions (VoteRow reads them with the join).
+    4: """
+ALTER TABLE battles ADD COLUMN version_a INTEGER;
+ALTER TABLE battles ADD COLUMN version_b INTEGER;
+""",
 }
 
 _BATTLE_COLUMNS = (
     "b.battle_id, b.conversation_id, b.turn, b.session_hash, b.question, b.model_a, b.model_b, "
     "b.messages_a, b.messages_b, b.doc_ids, b.sampling, b.created_at, b.answer_a, b.answer_b, "
-    "b.finished_at, v.vote, v.voted_at, b.documents, b.client_hash"
+    "b.finished_at, v.vote, v.voted_at, b.documents, b.client_hash, b.version_a, b.version_b"
 )
 # The voter keys a rate limit counts by: the column of `votes` each one is stored in.
 _VOTER_COLUMNS = ("session_hash", "client_hash")
@@ -137,6 +144,8 @@ def _battle_from_row(row: Sequence) -> BattleRecord:
         voted_at=row[16],
         documents=tuple(StoredDocument(**d) for d in json.loads(row[17])),
         client_hash=row[18],
+        version_a=row[19],
+        version_b=row[20],
     )
 
 
@@ -226,8 +235,11 @@ class SQLVoteStore:
         conversation_id: str | None = None,
         turn: int = 0,
         client: str | None = None,
+        version_a: int | None = None,
+        version_b: int | None = None,
     ) -> str:
-        """Record a battle. `documents` are the retrieved documents both sides were shown
+        """Record a battle. `version_a`/`version_b`: the adapter version each side runs (None:
+        the base model or an unversioned adapter). `documents` are the retrieved documents both sides were shown
         (raft.Document, StoredDocument or dicts); `doc_ids` defaults to their ids. `client` is
         the salted hash of the client address (arena.sessions.hash_client), when known."""
         check_session_hash(session)
@@ -259,8 +271,8 @@ class SQLVoteStore:
                 self._execute(
                     conn,
                     "INSERT INTO battles (battle_id, conversation_id, turn, session_hash, question, model_a, model_b, "
-                    "messages_a, messages_b, doc_ids, sampling, created_at, documents, client_hash) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "messages_a, messages_b, doc_ids, sampling, created_at, documents, client_hash, version_a, version_b) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         battle_id,
                         conversation_id,
@@ -276,6 +288,8 @@ class SQLVoteStore:
                         self.clock(),
                         json.dumps([dataclasses.asdict(d) for d in stored_documents]),
                         client,
+                        None if version_a is None else int(version_a),
+                        None if version_b is None else int(version_b),
                     ),
                 )
             except self.integrity_errors as err:
@@ -394,8 +408,8 @@ class SQLVoteStore:
 
     def votes(self) -> list[VoteRow]:
         rows = self._fetch(
-            "SELECT v.battle_id, v.session_hash, b.model_a, b.model_b, v.vote, v.voted_at, b.turn, v.client_hash "
-            "FROM votes v JOIN battles b ON b.battle_id = v.battle_id ORDER BY v.voted_at, v.battle_id"
+            "SELECT v.battle_id, v.session_hash, b.model_a, b.model_b, v.vote, v.voted_at, b.turn, v.client_hash, "
+            "b.version_a, b.version_b FROM votes v JOIN battles b ON b.battle_id = v.battle_id ORDER BY v.voted_at, v.battle_id"
         )
         return [VoteRow(*row) for row in rows]
 

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatbot.calibration import cpu_model  # noqa: E402
+from modeling.adapters import current_adapter_dir  # noqa: E402
 from settings import apply_runtime, load_settings  # noqa: E402
 
 LOOP_NGRAM, LOOP_REPEATS = 4, 4
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{metrics.get('train_rows')} rows, {metrics.get('train_seconds')} s)")
             figures[f"{name}_loss_drop"] = drop
             checks.append((f"{name} eval loss falls >= {TARGETS['loss_drop']:.0%}", drop >= TARGETS["loss_drop"]))
-    rlhf = (read_metadata(adapters / "rlhf") or {}).get("metrics", {})
+    rlhf = (read_metadata(current_adapter_dir(adapters / "rlhf")) or {}).get("metrics", {})
     reward = (read_metadata(adapters / "reward") or {}).get("metrics", {})
     if reward:
         print(f"reward pairwise accuracy {reward.get('pairwise_accuracy_before')} -> {reward.get('pairwise_accuracy')} "

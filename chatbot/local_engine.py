@@ -31,7 +31,15 @@ from chatbot.prompts import build_prompt
 from chatbot.sampling import GenerationError, SamplingConfig
 from chatbot.scheduler import END, BatchLimits, EngineStats, Request, Scheduler
 from chatbot.spaces import gpu_task, on_zero_gpu
-from modeling.adapters import BASE_ADAPTER, PEFT_BASE_NAME, AdapterLoadError, attach_adapter, check_adapter_dir
+from modeling.adapters import (
+    BASE_ADAPTER,
+    PEFT_BASE_NAME,
+    AdapterLoadError,
+    attach_adapter,
+    check_adapter_dir,
+    current_adapter_version,
+    versioned_name,
+)
 from modeling.base_model import LoadedBase, ModelConfig
 from modeling.multi_lora import pack_adapters
 from settings import Settings
@@ -66,7 +74,16 @@ class ChatEngine(WholeAnswers):
         self._compute_dtype = getattr(loaded.model, "dtype", None)
         self.system_prompt = system_prompt
         self.sampling = sampling
-        self._adapters: list[str] = []  # peft adapter names attached, in load order
+        self._adapters: list[str] = []  # peft adapter names (slots) attached, in load order
+        # Hot swap: a served name ("rlhf") -> the slot new rows run on ("rlhf" or "rlhf@4"), and
+        # its version (modeling.adapters; 0: a flat folder). Slots replaced by a newer version
+        # stay until no row uses them (_drop_retired, after every step).
+        self._slots: dict[str, str] = {}
+        self._versions: dict[str, int | None] = {}
+        self._retiring: list[str] = []
+        self._watcher: threading.Thread | None = None
+        self.configured_adapters: list[str] = []  # the names refresh_adapters looks for (model.adapters)
+        self._closing = threading.Event()
         self.adapter_errors: dict[str, str] = {}
         self.limits = BatchLimits(max(1, max_batch_rows), max_cached_tokens, max_queued_requests)
         self.max_batch_rows = self.limits.max_batch_rows
@@ -76,7 +93,7 @@ class ChatEngine(WholeAnswers):
         self._model_lock = threading.Lock()
         self._batches: list[DecodeBatch] = []  # live decode batches, told when the model changes
         self.inline = on_zero_gpu() if inline is None else inline
-        self._scheduler = Scheduler(self.limits, self.stats, self.tokenizer)
+        self._scheduler = self._new_scheduler()
         if self.inline:
             # Wrapped once, at start-up: ZeroGPU wants its GPU functions known before launch.
             self._answer_on_gpu = gpu_task(self._answer_inline, duration=gpu_duration_s)
@@ -105,43 +122,142 @@ class ChatEngine(WholeAnswers):
         )
         root = adapters_dir or settings.path("adapters")
         for name in model_config.adapters:
+            version, folder = current_adapter_version(root / name)  # the served version, or the flat folder
             try:
-                engine.load_adapter(name, root / name)
+                engine.load_adapter(name, folder, version=version)
             except AdapterLoadError:
                 pass  # recorded in engine.adapter_errors; the others keep serving
+        engine.configured_adapters = list(model_config.adapters)
+        if model_config.adapter_poll_s > 0:
+            engine.watch_adapters(root, model_config.adapter_poll_s)
         return engine
+
+    def _new_scheduler(self) -> Scheduler:
+        return Scheduler(self.limits, self.stats, self.tokenizer, resolve=self._slot_of, after_step=self._drop_retired)
+
+    def _slot_of(self, name: str) -> str:
+        """The peft adapter new rows of `name` run on (the base and unknown names as they are)."""
+        return self._slots.get(name, name)
 
     def _new_batch(self) -> DecodeBatch:
         batch = DecodeBatch(self._model, self._eos_token_ids(), BASE_ADAPTER)
         self._batches.append(batch)
         return batch
 
-    def load_adapter(self, name: str, path: Path) -> None:
-        """Check and attach an adapter folder; on failure record the reason and re-raise."""
-        if name == BASE_ADAPTER or name == PEFT_BASE_NAME:
-            raise AdapterLoadError(f"'{name}' is reserved for the bare base model")
+    def load_adapter(self, name: str, path: Path, *, version: int | None = None) -> None:
+        """Check and attach an adapter folder; on failure record the reason and re-raise.
+        `version`: which version of `name` the folder is (modeling.adapters), if versioned."""
+        if name == BASE_ADAPTER or name == PEFT_BASE_NAME or "@" in name:
+            raise AdapterLoadError(f"'{name}' is reserved (the bare base model, or a version's slot name)")
         try:
             with self._model_lock:
-                if name in self._adapters:
-                    raise AdapterLoadError(f"adapter '{name}' is already loaded")
-                check_adapter_dir(name, Path(path), self._model, self.base_model_id)
-                self._model = attach_adapter(self._model, name, Path(path), dtype=self._compute_dtype)
-                self._model.eval()
-                self._adapters.append(name)
-                # All adapters side by side in each layer: a batch of rows with mixed adapters
-                # costs two small matmuls per layer instead of peft's loop over adapters.
-                pack_adapters(self._model, self._adapters)
-                for batch in self._batches:
-                    batch.set_model(self._model)
+                if name in self._slots:
+                    raise AdapterLoadError(f"adapter '{name}' is already loaded (swap_adapter loads a new version)")
+                self._attach(name, name, Path(path))
+                self._slots[name] = name
+                self._versions[name] = version
         except AdapterLoadError as err:
             self.adapter_errors[name] = str(err)
             raise
         self.adapter_errors.pop(name, None)
 
+    def _attach(self, name: str, slot: str, path: Path) -> None:
+        """Check `path` and attach it as peft adapter `slot` (holding the model lock)."""
+        check_adapter_dir(name, path, self._model, self.base_model_id)
+        self._model = attach_adapter(self._model, slot, path, dtype=self._compute_dtype)
+        self._model.eval()
+        self._adapters.append(slot)
+        self._repack()
+
+    def _repack(self) -> None:
+        # All adapters side by side in each layer: a batch of rows with mixed adapters
+        # costs two small matmuls per layer instead of peft's loop over adapters.
+        pack_adapters(self._model, self._adapters)
+        for batch in self._batches:
+            batch.set_model(self._model)
+
+    def swap_adapter(self, name: str, path: Path, version: int) -> bool:
+        """Hot swap: serve `version` of `name` from `path` without a restart. It is attached as a
+        new packed slot (`name@version`); requests admitted from the next step boundary on run on
+        it, rows already running finish on the old slot, which is dropped once no row uses it.
+        A folder that fails its checks is refused (AdapterLoadError) and the old version keeps
+        serving. Returns False when that version is already served."""
+        if name not in self._slots:
+            self.load_adapter(name, path, version=version)
+            return True
+        slot = f"{name}@{int(version)}"
+        with self._model_lock:
+            if self._versions.get(name) == version:
+                return False
+            if slot in self._adapters:  # swapping back to a version still draining: reuse its slot
+                self._retiring.remove(slot)
+            else:
+                try:
+                    self._attach(name, slot, Path(path))
+                except AdapterLoadError as err:
+                    self.adapter_errors[versioned_name(name, version)] = str(err)
+                    raise
+            self._retiring.append(self._slots[name])
+            self._slots[name], self._versions[name] = slot, version
+            self._drop_retired()
+        return True
+
+    def _drop_retired(self) -> None:
+        """Detach replaced versions no row runs on any more (holding the model lock)."""
+        if not self._retiring:
+            return
+        running = {row.adapter for batch in self._batches for row in batch.rows}
+        unused = [slot for slot in self._retiring if slot not in running]
+        if not unused:
+            return
+        for slot in unused:
+            self._retiring.remove(slot)
+            self._adapters.remove(slot)
+            self._model.delete_adapter(slot)
+        self._repack()
+
+    def refresh_adapters(self, root: Path) -> dict[str, int]:
+        """Serve the published version (adapters/<name>/CURRENT) of every configured adapter:
+        load the ones that appeared, hot-swap the ones with a new version. Returns what changed
+        ({name: version}); a version that fails its checks is recorded in adapter_errors."""
+        changed = {}
+        for name in self.configured_adapters or list(self._slots):
+            version, folder = current_adapter_version(Path(root) / name)
+            if version is None or (name in self._slots and self._versions.get(name) == version):
+                continue
+            try:
+                if self.swap_adapter(name, folder, version):
+                    changed[name] = version
+            except AdapterLoadError:
+                pass  # recorded; the served version (if any) keeps serving
+        return changed
+
+    def watch_adapters(self, root: Path, interval_s: float) -> None:
+        """Check for newly published versions every `interval_s` seconds (a daemon thread)."""
+        if self._watcher is not None:
+            return
+
+        def watch():
+            while not self._closing.wait(interval_s):
+                self.refresh_adapters(root)
+
+        self._watcher = threading.Thread(target=watch, name="wayfarer-adapter-watch", daemon=True)
+        self._watcher.start()
+
+    @property
+    def adapter_versions(self) -> dict[str, int | None]:
+        """The version each served adapter's new requests get (0: a flat, unversioned folder)."""
+        return dict(self._versions)
+
+    @property
+    def loaded_slots(self) -> list[str]:
+        """Every adapter version attached now, draining ones included (for tests and /doctor)."""
+        return list(self._adapters)
+
     @property
     def adapters(self) -> list[str]:
         """Names that can be served right now: 'base' first, then loaded adapters."""
-        return [BASE_ADAPTER, *self._adapters]
+        return [BASE_ADAPTER, *self._slots]
 
     @property
     def model(self):
@@ -214,7 +330,7 @@ class ChatEngine(WholeAnswers):
         """One request, decoded within this call (ZeroGPU: within the `spaces.GPU` call, which
         pickles these plain arguments and the yielded pieces across its process boundary)."""
         request = Request(rows, adapters, options)
-        scheduler = Scheduler(self.limits, self.stats, self.tokenizer)
+        scheduler = self._new_scheduler()
         scheduler.submit(request)
         with self._model_lock:
             batch = self._new_batch()
@@ -269,7 +385,7 @@ class ChatEngine(WholeAnswers):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {}
         if self._adapters:
-            kwargs["adapter_names"] = [PEFT_BASE_NAME if a == BASE_ADAPTER else a for _, a in rows]
+            kwargs["adapter_names"] = [PEFT_BASE_NAME if a == BASE_ADAPTER else self._slot_of(a) for _, a in rows]
         device = self._model.device
         with self._model_lock, torch.inference_mode():
             logits = self._model(
@@ -283,6 +399,7 @@ class ChatEngine(WholeAnswers):
 
     def close(self) -> None:
         """Stop the worker after the requests already running and queued."""
+        self._closing.set()
         self._scheduler.close()
         if self._worker is not None:
             self._worker.join(timeout=60)

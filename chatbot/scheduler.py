@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+from collections.abc import Callable
 
 from chatbot.decode import DecodeBatch, Row, RowSink
 from chatbot.sampling import GenerationError, SamplingConfig
@@ -102,10 +103,17 @@ class _RequestRow(RowSink):
 class Scheduler:
     """The queue of waiting requests and the worker loop over one DecodeBatch."""
 
-    def __init__(self, limits: BatchLimits, stats: EngineStats, tokenizer):
+    def __init__(self, limits: BatchLimits, stats: EngineStats, tokenizer, *,
+                 resolve: Callable[[str], str] = str, after_step: Callable[[], None] | None = None):
+        """`resolve`: a request's adapter name -> the loaded slot its rows run on, asked when
+        the request is admitted (so after a hot swap, new rows get the new version at the next
+        step boundary while running rows keep theirs); `after_step`: called holding the model
+        lock after every step (the engine drops adapter versions no row uses any more)."""
         self.limits = limits
         self.stats = stats
         self.tokenizer = tokenizer
+        self.resolve = resolve
+        self.after_step = after_step
         self._pending: list[Request] = []
         self._condition = threading.Condition()
         self._closed = False
@@ -176,6 +184,8 @@ class Scheduler:
                 newcomers = self._admit(batch)
             with model_lock:
                 self._iterate(batch, newcomers)
+                if self.after_step is not None:
+                    self.after_step()
 
     def _iterate(self, batch: DecodeBatch, newcomers: list[Request]) -> None:
         """Admit `newcomers`, then one decode step for every row; rows that finish leave."""
@@ -189,7 +199,8 @@ class Scheduler:
                     request._open_rows = len(request.rows)
                     for number, (prompt, adapter) in enumerate(zip(request.rows, request.adapters)):
                         seed = None if request.sampling.seed is None else request.sampling.seed + number
-                        rows.append(Row(prompt, adapter, request.sampling, seed, _RequestRow(request, number, self.tokenizer)))
+                        rows.append(Row(prompt, self.resolve(adapter), request.sampling, seed,
+                                        _RequestRow(request, number, self.tokenizer)))
                 before = len(batch)
                 try:
                     batch.join(rows)

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from modeling.adapters import ADAPTER_CONFIG_FILE, ADAPTER_METADATA_FILE, ADAPTER_WEIGHT_FILES, BASE_ADAPTER
+from modeling.adapters import ADAPTER_CONFIG_FILE, ADAPTER_METADATA_FILE, ADAPTER_WEIGHT_FILES, BASE_ADAPTER, current_adapter_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -61,7 +61,7 @@ def model_fingerprint(name: str, base_model_id: str, adapters_dir: Path) -> str:
     (a retrained adapter gets a new fingerprint, a renamed copy keeps its old one)."""
     digest = hashlib.sha256(f"base-model|{base_model_id}".encode())
     if name != BASE_ADAPTER:
-        folder = Path(adapters_dir) / name
+        folder = current_adapter_dir(Path(adapters_dir) / name)  # the served version of a versioned adapter
         weights = next((folder / f for f in ADAPTER_WEIGHT_FILES if (folder / f).exists()), None)
         if weights is None:
             raise FileNotFoundError(f"adapter '{name}' has no weights under {folder}: cannot fingerprint it")

@@ -276,14 +276,14 @@ def inputs_fingerprint(settings: Settings, environ: Mapping[str, str] | None = N
     threads (Reddit pairs), every configured adapter's weights, the base model and its prompts,
     and which judge endpoint the environment names (never the key). The index is the caller's
     to add (the pipeline has its stamp; the store's files change when it is merely opened)."""
-    from modeling.adapters import ADAPTER_WEIGHT_FILES
+    from modeling.adapters import ADAPTER_WEIGHT_FILES, current_adapter_dir
 
     environ = os.environ if environ is None else environ
     config = EvaluationConfig.from_settings(settings)
     adapters_dir = settings.path("adapters")
     adapters = {}
     for name in settings.get("model.adapters") or []:
-        folder = adapters_dir / name
+        folder = current_adapter_dir(adapters_dir / name)
         has_weights = any((folder / f).exists() for f in ADAPTER_WEIGHT_FILES)
         adapters[name] = model_fingerprint(name, str(settings.get("model.base")), adapters_dir) if has_weights else None
     datasets_dir = settings.path("datasets")

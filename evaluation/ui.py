@@ -26,6 +26,7 @@ import gradio as gr
 
 from evaluation.config import EvaluationConfig
 from evaluation.report import REPORT_FILE
+from modeling.adapters import current_adapter_dir
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 LOG_HISTORY_FILE = "log_history.json"  # the name training.adapter_output.write_adapter gives the trainer's log
@@ -165,7 +166,7 @@ def build_evaluation_tab(settings, tab: gr.Tab | None = None, *, engine=None, ra
         with lock:
             text, images = read_report(config.directory)
             pictures = [(Image.open(p).copy(), caption) for p, caption in images]
-        figures = [loss_curve_figure(adapters_dir / name, name) for name in adapters]
+        figures = [loss_curve_figure(current_adapter_dir(adapters_dir / name), name) for name in adapters]
         return (message, pictures, text, *figures)
 
     def on_update():

@@ -127,3 +127,64 @@ def attach_adapter(model, name: str, path: Path, dtype=None):
             if "lora_" in param_name and f".{name}." in param_name and param.dtype != dtype:
                 param.data = param.data.to(dtype)
     return model
+
+
+# ------------------------------------------------------------------------------------ versions
+# An adapter retrained while the app serves (rlhf, by `python -m training loop`) lives in
+# numbered folders, `<adapters>/<name>/<version>/`, and the file `<name>/CURRENT` names the one
+# that is served. A new version is written whole into its own folder first; only the atomic
+# rewrite of CURRENT publishes it, so a run killed at any point leaves the served one as it was.
+# A flat folder (`<name>/adapter_config.json`, the layout before versions) is version 0.
+VERSION_POINTER_FILE = "CURRENT"
+LEGACY_VERSION = 0
+
+
+def versioned_name(name: str, version: int | None) -> str:
+    """How a version is shown and rated: `rlhf@3`; a flat (unversioned) adapter keeps its name."""
+    return name if not version else f"{name}@{version}"
+
+
+def adapter_versions_in(folder: Path) -> list[int]:
+    """The version folders under an adapter's folder, oldest first (complete or not)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def current_adapter_version(folder: Path) -> tuple[int | None, Path]:
+    """(version, folder to load) of the adapter at `folder`: the version CURRENT names, else
+    LEGACY_VERSION for a flat adapter folder, else (None, folder) when nothing is published."""
+    folder = Path(folder)
+    pointer = folder / VERSION_POINTER_FILE
+    try:
+        text = pointer.read_text().strip()
+    except OSError:
+        text = ""
+    if text.isdigit():
+        return int(text), folder / text
+    if (folder / ADAPTER_CONFIG_FILE).exists():
+        return LEGACY_VERSION, folder
+    return None, folder
+
+
+def current_adapter_dir(folder: Path) -> Path:
+    """The folder holding the served version's files (the flat folder itself before versions)."""
+    return current_adapter_version(folder)[1]
+
+
+def next_adapter_version(folder: Path) -> int:
+    """A version number above every folder and the published one (1 for the first)."""
+    published = current_adapter_version(folder)[0] or 0
+    return max([published, *adapter_versions_in(folder)], default=0) + 1
+
+
+def publish_adapter_version(folder: Path, version: int) -> Path:
+    """Serve `version` from now on: one atomic rewrite of CURRENT (engines pick it up on refresh)."""
+    from fsutils import write_text_atomic
+
+    target = Path(folder) / str(int(version))
+    if not (target / ADAPTER_CONFIG_FILE).exists():
+        raise AdapterLoadError(f"cannot publish version {version}: {target} holds no complete adapter")
+    write_text_atomic(Path(folder) / VERSION_POINTER_FILE, f"{int(version)}\n")
+    return target

@@ -30,6 +30,7 @@ class ModelConfig:
     device: str
     adapters: tuple[str, ...]
     system_prompt: str
+    adapter_poll_s: float  # seconds between checks for a newly published adapter version (0: never)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelConfig":

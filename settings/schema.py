@@ -55,6 +55,7 @@ class ModelSection(Section):
     compute_dtype: str
     device: str
     adapters: list[str]
+    adapter_poll_s: float
     system_prompt: str
 
 
@@ -157,6 +158,18 @@ class EvidenceSection(Section):
     recent_days: int
 
 
+class RetrainSection(Section):
+    min_new_votes: int
+    max_regression: float
+    eval_questions: int
+    eval_max_new_tokens: int
+    reddit_pairs: int
+    max_steps: int | None
+    method: str
+    poll_s: float
+    in_app: bool
+
+
 class ArenaSection(Section):
     sampling_weights: dict[str, float]
     use_retrieval: bool
@@ -180,6 +193,8 @@ class ArenaSection(Section):
     elo_base: float
     leaderboard_dir: str | None
     export_validation_fraction: float
+    fold_versions: bool
+    retrain: RetrainSection
 
 
 class LoraSection(Section):

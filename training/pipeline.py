@@ -198,7 +198,10 @@ def _run_evaluate(settings: Settings) -> None:
 
 
 def _adapter_current(settings: Settings, name: str, fingerprint: str) -> bool:
-    metadata = read_metadata(settings.path("adapters") / name)
+    from modeling.adapters import current_adapter_dir
+
+    # The served version (adapters/<name>/CURRENT), or the flat folder of an unversioned adapter.
+    metadata = read_metadata(current_adapter_dir(settings.path("adapters") / name))
     return bool(metadata) and metadata.get("inputs_fingerprint") == fingerprint
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from modeling.adapters import ADAPTER_CONFIG_FILE
+from modeling.adapters import ADAPTER_CONFIG_FILE, next_adapter_version, publish_adapter_version
 from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
 from training.adapter_output import (
@@ -294,34 +294,50 @@ class DpoRun:
     clock: Stopwatch
     scratch: tempfile.TemporaryDirectory
     precision: object = None
+    publish: bool = True  # without `output`: make the new version the served one once written
+    method: str = "dpo"  # or "kto" (prepare_kto: the same run, trl's KTOTrainer)
 
     def train(self) -> TrainingResult:
         try:
             self.trainer.train()
             final = final_evaluation(self.trainer)
             history = list(self.trainer.state.log_history)
-            accuracy = [e["eval_rewards/accuracies"] for e in history if "eval_rewards/accuracies" in e]
+            accuracy = [e["eval_rewards/accuracies"] for e in history if "eval_rewards/accuracies" in e]  # DPO only
             metrics = {**loss_summary(history), "eval_loss_after": float(final["eval_loss"]),
                        "preference_accuracy_before": accuracy[0] if accuracy else None,
                        "preference_accuracy": accuracy[-1] if accuracy else None,
                        "train_pairs": len(self.trainer.train_dataset), "eval_pairs": len(self.trainer.eval_dataset),
                        "steps": self.trainer.state.global_step, "train_seconds": round(self.clock.seconds, 1)}
             metadata = build_metadata(
-                settings=self.settings, method="dpo", name=RLHF_ADAPTER, run=self.run_settings, config=self.config,
+                settings=self.settings, method=self.method, name=RLHF_ADAPTER, run=self.run_settings, config=self.config,
                 datasets=self.data, metrics=metrics, inputs_fingerprint=self.fingerprint, precision=self.precision,
                 extra={"start_adapter": {"name": self.config.rlhf_start_adapter, "path": str(self.start),
                                          "inputs_fingerprint": _start_fingerprint(self.start)},
                        "reference": f"frozen copy of the '{self.config.rlhf_start_adapter}' adapter"})
-            target = Path(self.output) if self.output else self.settings.path("adapters") / RLHF_ADAPTER
+            target = versioned_output(self.settings, self.output, metadata)
             # Only the policy: the "ref" copy is the start adapter, already saved on its own.
             write_adapter(target, lambda folder: self.trainer.model.save_pretrained(
                 str(folder), selected_adapters=["default"]), metadata, history)
+            if self.output is None and self.publish:
+                publish_adapter_version(target.parent, int(target.name))
         finally:
             self.scratch.cleanup()
-        return TrainingResult(RLHF_ADAPTER, "dpo", target, metadata, self.clock.seconds)
+        return TrainingResult(RLHF_ADAPTER, self.method, target, metadata, self.clock.seconds)
 
 
-def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Path | None = None) -> DpoRun:
+def versioned_output(settings: Settings, output: Path | None, metadata: dict) -> Path:
+    """Where a served RLHF adapter is written: `output` when given, else the next version folder
+    `adapters/rlhf/<version>/` (modeling.adapters: published by rewriting `rlhf/CURRENT`)."""
+    if output is not None:
+        return Path(output)
+    folder = settings.path("adapters") / RLHF_ADAPTER
+    version = next_adapter_version(folder)
+    metadata["version"] = version
+    return folder / str(version)
+
+
+def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Path | None = None,
+                publish: bool = True) -> DpoRun:
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
@@ -352,7 +368,81 @@ def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Pat
             param.requires_grad_(False)  # the reference never moves (trl only reads it under no_grad)
     data = _data_record(settings, config, preference_fingerprints(settings, config), rows)
     return DpoRun(settings, config, run_settings, trainer, start, fingerprint, data, output, clock, scratch,
-                  base.precision)
+                  base.precision, publish)
+
+
+# ------------------------------------------------------------------------------------ KTO
+NEGATIVE_SOURCES = ("arena_negative", "chat_feedback")  # arena.export's unpaired (KTO) datasets
+KTO_COLUMNS = ["prompt", "completion", "label"]
+
+
+def load_unpaired(settings: Settings, config: TrainingConfig, run_settings):
+    """KTO rows: every preference pair (Reddit + arena) as its chosen answer (desirable) and its
+    rejected one (undesirable), plus the arena's "both bad" answers (undesirable) and chat
+    👍/👎 (desirable/undesirable) when exported; validation: the held-out preference pairs, split
+    the same way."""
+    from datasets import Dataset, concatenate_datasets
+
+    train, validation, rows = load_pairs(settings, config, run_settings)
+
+    def unpaired(pairs):
+        out = {"prompt": [], "completion": [], "label": []}
+        for row in pairs:
+            for side, label in (("chosen", True), ("rejected", False)):
+                out["prompt"].append(row["prompt"])
+                out["completion"].append(row[side])
+                out["label"].append(label)
+        return Dataset.from_dict(out)
+
+    parts = [unpaired(train)]
+    system_prompt = settings.get("model.system_prompt", "") or ""
+    documents_prompt = system_prompt_with_documents(system_prompt)
+    datasets_dir = settings.path("datasets")
+    for name in NEGATIVE_SOURCES if config.use_arena_votes else ():
+        if not (datasets_dir / name).is_dir():
+            continue
+        split = load_splits(datasets_dir, name, step_hint="python -m arena export")[TRAIN]
+        if len(split):
+            parts.append(with_system_prompt(split.select_columns(KTO_COLUMNS), system_prompt, documents_prompt))
+            rows[name] = len(split)
+    train_rows = concatenate_datasets([part.cast(parts[0].features) for part in parts])
+    return train_rows.shuffle(seed=config.seed), unpaired(validation), rows
+
+
+def prepare_kto(settings: Settings, *, max_steps: int | None = None, output: Path | None = None,
+                publish: bool = True) -> DpoRun:
+    """KTO (trl's KTOTrainer) from the start adapter, with the DPO run settings (training.dpo:
+    learning rate, steps, beta, max_length); the reference is the start adapter's frozen copy.
+    KTO estimates its KL term from the other rows of a batch, so a batch holds at least 2 rows."""
+    from peft import PeftModel
+    from trl import KTOConfig, KTOTrainer
+
+    clock = Stopwatch()
+    config = TrainingConfig.from_settings(settings)
+    run_settings = dataclasses.replace(config.dpo, batch_size=max(2, config.dpo.batch_size))
+    if max_steps is not None:
+        run_settings = dataclasses.replace(run_settings, max_steps=max_steps)
+    start = require_start_adapter(settings, config)
+    fingerprint = dpo_inputs(settings) + "-kto" + (f"-max_steps{max_steps}" if max_steps is not None else "")
+    set_seed(config.seed)
+    base = load_training_base(settings, config, run_settings)
+    policy = PeftModel.from_pretrained(base.model, str(start), adapter_name="default", is_trainable=True)
+    train, validation, rows = load_unpaired(settings, config, run_settings)
+    print(f"kto: {len(train)} train rows / {len(validation)} validation rows, starting from {start}")
+    scratch = tempfile.TemporaryDirectory(prefix="wayfarer-kto-")
+    args = training_arguments(KTOConfig, run_settings, Path(scratch.name), config.seed, base.device,
+                              base.precision, max_length=run_settings.max_length, beta=run_settings.beta)
+    trainer = KTOTrainer(model=policy, args=args, train_dataset=train, eval_dataset=validation,
+                         processing_class=base.tokenizer, callbacks=[progress_callback("kto")])
+    for name, param in trainer.model.named_parameters():
+        if ".ref." in name:
+            param.requires_grad_(False)
+    sources = _preference_sources(settings, config)
+    data = {name: {"path": str(path), "rows": rows.get(name)} for name, path in sources.items()}
+    data.update({name: {"rows": rows[name]} for name in NEGATIVE_SOURCES if name in rows})
+    data["sampled"] = rows["sampled"]
+    return DpoRun(settings, config, run_settings, trainer, start, fingerprint, data, output, clock, scratch,
+                  base.precision, publish, method="kto")
 
 
 # ------------------------------------------------------------------------------------ online RL
@@ -411,7 +501,9 @@ def train_online(settings: Settings, *, max_steps: int | None = None, output: Pa
             metrics=metrics, inputs_fingerprint=fingerprint,
             extra={"start_adapter": {"name": config.rlhf_start_adapter, "path": str(start)},
                    "reward_model": str(settings.path("adapters") / REWARD_ADAPTER)})
-        target = Path(output) if output else settings.path("adapters") / RLHF_ADAPTER
+        target = versioned_output(settings, output, metadata)
         write_adapter(target, lambda folder: trainer.model.save_pretrained(str(folder), selected_adapters=["default"]),
                       metadata, history)
+        if output is None:
+            publish_adapter_version(target.parent, int(target.name))
     return TrainingResult(RLHF_ADAPTER, run_settings.trainer, target, metadata, clock.seconds)
