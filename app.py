@@ -59,11 +59,11 @@ def build_app(settings: Settings, engine, *, rag=None, votes=None, warnings: Seq
 
 
 def _retrain_status_block(settings: Settings) -> None:
-    """The retraining loop's status (training/loop.py's status file): state, last run, why the
+    """The retraining loop's status (retraining/'s status file): state, last run, why the
     last candidate was rejected; read again on Refresh."""
     import gradio as gr
 
-    from training.loop import read_status, status_markdown
+    from retraining import read_status, status_markdown
 
     with gr.Accordion("Retraining loop", open=False):
         text = gr.Markdown(status_markdown(read_status(settings)), elem_id="wayfarer-retrain-status")
@@ -85,7 +85,7 @@ def main() -> None:
     votes = open_vote_store(settings)
     ui = settings.config.ui
     demo = build_app(settings, engine, rag=rag, votes=votes, warnings=[storage_warning] if storage_warning else [])
-    from training.loop import RetrainConfig, start_in_app
+    from retraining import RetrainConfig, start_in_app
 
     if RetrainConfig.from_settings(settings).in_app:
         # The loop in this process; a published version is swapped in at once (not at the next poll).

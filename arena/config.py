@@ -60,7 +60,7 @@ class ArenaConfig:
     elo_base: float  # the mean rating
     leaderboard_dir: str | None  # plots; null: {home}/leaderboard
     export_validation_fraction: float  # share of conversations in the validation split
-    # The retraining loop's settings (read by training.loop.RetrainConfig; see wayfarer.yaml).
+    # The retraining loop's settings (read by retraining.RetrainConfig; see wayfarer.yaml).
     retrain: dict
 
     def __post_init__(self) -> None:

@@ -130,7 +130,7 @@ def attach_adapter(model, name: str, path: Path, dtype=None):
 
 
 # ------------------------------------------------------------------------------------ versions
-# An adapter retrained while the app serves (rlhf, by `python -m training loop`) lives in
+# An adapter retrained while the app serves (rlhf, by `python -m retraining`) lives in
 # numbered folders, `<adapters>/<name>/<version>/`, and the file `<name>/CURRENT` names the one
 # that is served. A new version is written whole into its own folder first; only the atomic
 # rewrite of CURRENT publishes it, so a run killed at any point leaves the served one as it was.

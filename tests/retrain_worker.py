@@ -2,7 +2,7 @@
 
     python -m tests.retrain_worker HOME OVERRIDES_JSON
 
-Runs `training.loop.run_once(force=True)` on the test settings of HOME (tests.test_retrain_loop.
+Runs `retraining.run_once(force=True)` on the test settings of HOME (tests.test_retrain_loop.
 loop_settings) with OVERRIDES_JSON merged in; the vote store's DSN, for PostgreSQL, comes from
 the environment as in the app.
 """
@@ -15,7 +15,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     from tests.test_retrain_loop import loop_settings
-    from training.loop import run_once
+    from retraining import run_once
 
     settings = loop_settings(argv[0], **json.loads(argv[1]))
     run_once(settings, force=True)

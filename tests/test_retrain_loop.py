@@ -86,7 +86,7 @@ def test_version_folders_pointer_and_the_flat_legacy_layout(tmp_path):
 
 
 def test_the_gate_rejects_a_regression_beyond_max_regression():
-    from training.loop import Evaluation, gate
+    from retraining import Evaluation, gate
 
     equal = Evaluation("rlhf", 2, 0.5, 2, 0.5, 0.5)
     worse = Evaluation("rlhf", 2, 0.40, 2, 0.30, 0.50)
@@ -225,7 +225,7 @@ def _current(settings) -> str:
 
 def test_1_the_loop_waits_for_votes_then_trains_and_publishes_version_1(home, app_engine):
     from arena.store import open_vote_store
-    from training.loop import PUBLISHED, WAITING, read_status, run_once, status_markdown
+    from retraining import PUBLISHED, WAITING, read_status, run_once, status_markdown
 
     settings = loop_settings(home)
     assert run_once(settings)["state"] == WAITING
@@ -247,7 +247,7 @@ def test_1_the_loop_waits_for_votes_then_trains_and_publishes_version_1(home, ap
 
 def test_2_a_candidate_that_regresses_is_rejected_and_the_old_version_keeps_serving(home, app_engine):
     from arena.store import open_vote_store
-    from training.loop import REJECTED, REJECTED_MARKER, run_once, status_markdown
+    from retraining import REJECTED, REJECTED_MARKER, run_once, status_markdown
 
     # max_regression -1: it would have to beat the served rlhf by more than certainty: must be rejected.
     settings = loop_settings(home, retrain={"max_regression": -1.0})
@@ -266,7 +266,7 @@ def test_2_a_candidate_that_regresses_is_rejected_and_the_old_version_keeps_serv
 
 def test_3_kill_9_during_retraining_on_postgres_leaves_the_served_version_and_the_next_run_recovers(
         home, app_engine, postgres_dsn, monkeypatch):
-    from training.loop import PUBLISHED, RUNNING, read_status, run_once
+    from retraining import PUBLISHED, RUNNING, read_status, run_once
 
     monkeypatch.setenv("WAYFARER_VOTES_DSN", postgres_dsn)
     pg = {"arena": {"vote_store": "postgres"}}
@@ -332,7 +332,7 @@ def test_4_the_app_engine_swaps_in_the_new_version_mid_stream_and_the_next_battl
 def test_5_kto_trains_on_both_bad_votes_and_thumbs_down(home):
     from arena.store import open_vote_store
     from training.adapter_output import read_metadata
-    from training.loop import PUBLISHED, run_once
+    from retraining import PUBLISHED, run_once
 
     settings = loop_settings(home, retrain={"method": "kto"})
     store = open_vote_store(settings)

@@ -19,7 +19,6 @@ STEPS = {
     "qlora": ("training.sft", "QLoRA SFT adapter on the SFT dataset (4-bit base + LoRA on all linear layers)"),
     "raft": ("training.sft", "RAFT adapter: the same recipe on the RAFT dataset (documents + quoted answers)"),
     "rlhf": ("training.rlhf", "reward model, then DPO on top of the RAFT adapter (--method online: GRPO/RLOO)"),
-    "loop": ("training.loop", "the closed loop: new arena votes -> export -> DPO/KTO candidate -> judge gate -> publish"),
     "pipeline": ("training.pipeline", "ingest -> index -> build -> qlora -> raft -> rlhf -> evaluate, skipping current steps"),
 }
 
