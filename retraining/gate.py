@@ -88,7 +88,7 @@ def evaluate_candidate(settings: Settings, candidate_dir: Path, config: RetrainC
     from evaluation.config import EvaluationConfig
     from evaluation.judge import LocalJudge, PairwiseItem, judge_pairwise
     from evaluation.reddit_preference import build_pairs
-    from evaluation.runner import GoldenMissingError, load_golden
+    from evaluation.golden import GoldenMissingError, load_golden
     from training.config import TrainingConfig
     from training.rlhf import RLHF_ADAPTER
 

@@ -86,12 +86,28 @@ def common_start(a: str, b: str) -> int:
     return len(os.path.commonprefix([a, b]))
 
 
+def streamed_text(engine, ids: list[int]) -> str:
+    """The text the engine streams for answer tokens `ids`: its own per-row decoder
+    (chatbot.streaming.RowTextDecoder, transformers' TextStreamer rules: the cache restarts after a
+    newline), so the comparison with a generated answer is exact, whatever the tokenizer's clean-up."""
+    import queue
+
+    from chatbot.streaming import RowTextDecoder
+
+    pieces: queue.Queue = queue.Queue()
+    decoder = RowTextDecoder(engine.tokenizer, 0, pieces)
+    for token in ids:
+        decoder.put(token)
+    decoder.end()
+    return "".join(pieces.get()[1] for _ in range(pieces.qsize()))
+
+
 def greedy_path_to(engine, messages: list[dict], adapter: str, answer: str) -> str:
     """Walk the row's own greedy path (alone, teacher-forced on its own prompt and adapter) along
     `answer`: at each step take a token whose logit is within LOGIT_TOLERANCE of the largest and
-    whose text continues `answer`. Returns how much of `answer` that path reaches (all of it when
-    the answer is its row's greedy answer up to rounding). Token by token from the logits, not by
-    re-tokenizing the text: "((" generated as "(" + "(" would re-tokenize as one token."""
+    whose streamed text continues `answer`. Returns how much of `answer` that path reaches (all of
+    it when the answer is its row's greedy answer up to rounding). Token by token from the logits,
+    not by re-tokenizing the text: "((" generated as "(" + "(" would re-tokenize as one token."""
     prompt = engine.build_prompt(messages)
     ids: list[int] = []
     text = ""
@@ -101,7 +117,7 @@ def greedy_path_to(engine, messages: list[dict], adapter: str, answer: str) -> s
         logits = engine.score_rows([(prompt + ids, adapter)])[0][-1]
         near = (logits >= logits.max() - LOGIT_TOLERANCE).nonzero().flatten().tolist()
         for token in sorted(near, key=lambda t: -float(logits[t])):
-            extended = engine.tokenizer.decode(ids + [token], skip_special_tokens=True)
+            extended = streamed_text(engine, ids + [token])
             # A token may end inside a character (U+FFFD until the next byte comes).
             if extended != text and answer.startswith(extended.rstrip("\ufffd")):
                 ids.append(token)
