@@ -446,7 +446,12 @@ class SQLVoteStore:
         raise NotImplementedError
 
     def hash_session(self, session_id: str, env_var: str) -> str:
-        return hash_session(self.session_salt(env_var), session_id)
+        # The salt is fixed once created; looked up once per store, not per 👍/👎 (on PostgreSQL
+        # session_salt is a write transaction), as the chat tab did before it asked the store.
+        salts = self.__dict__.setdefault("_session_salts", {})
+        if env_var not in salts:
+            salts[env_var] = self.session_salt(env_var)
+        return hash_session(salts[env_var], session_id)
 
     def close(self) -> None:
         """Release what the backend keeps open between calls."""
