@@ -20,6 +20,7 @@ its own decode loop inside a `gpu_task` function of its own (see chatbot/spaces.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,6 +200,9 @@ class ChatEngine(WholeAnswers):
                     raise
             self._retiring.append(self._slots[name])
             self._slots[name], self._versions[name] = slot, version
+            # Said under the lock: a row that streamed before this line was admitted on the old version.
+            print(f"[wayfarer] {name} version {version} serves new requests; rows under way finish on the old one",
+                  file=sys.stderr, flush=True)
             self._drop_retired()
         return True
 

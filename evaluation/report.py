@@ -4,7 +4,8 @@ This module writes the markdown; the numbers it states come from evaluation.summ
 figures from evaluation.report_plots.
 
 Sections: what each number is, the models, the method x metric tables (mean and 95% bootstrap
-interval over the golden questions), the LLM judge (pairwise win rates under the swap rule, flip
+interval over the golden questions), whether each method behaves as trained (verified quotes,
+loops), the LLM judge (pairwise win rates under the swap rule, flip
 rate, unparseable share, 1-10 grades), the Reddit-preference pairs (does each evaluator prefer
 the upvoted reply?), the arena ratings, and every evaluator's agreement with both kinds of human
 judgement side by side.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.behaviour import BEHAVIOUR_LABELS, BEHAVIOUR_METRICS, LOOP_NGRAM, LOOP_TIMES
 from evaluation.cache import RESULTS_FILE
 from evaluation.config import EvaluationConfig
 from evaluation.judge import PairwiseResult, summarize_pairwise
@@ -45,6 +47,7 @@ REPORT_FILE = "report.md"
 SECTION_TITLES = (
     "## What each number is", "## Models", "## Golden-answer metrics", "## RAG metrics", "## LLM judge",
     "## Reddit upvotes as human judgements", "## Human votes (arena)", "## Agreement with human judgements",
+    "## Does each method behave as trained?",
 )
 
 
@@ -72,6 +75,11 @@ def metric_definitions(embedder: str, support: float | None, relevance: float | 
         (JUDGE_LABELS["judge_grade"], "MT-Bench single-answer grade; the local judge's is G-Eval's "
                                       "probability-weighted mean over the grade tokens"),
         (LENGTH_LABEL, "a baseline, not a metric: prefers the longer text"),
+        (BEHAVIOUR_LABELS["verified_quote"], "share of a model's answers given with retrieved documents that hold at "
+                                             "least one ##begin_quote## span found verbatim (case and whitespace aside) "
+                                             "in those documents"),
+        (BEHAVIOUR_LABELS["loops"], f"share of answers in which one word {LOOP_NGRAM}-gram occurs {LOOP_TIMES} or "
+                                    "more times"),
         ("[a, b] after a number", "95% percentile-bootstrap interval"),
     ]
 
@@ -167,6 +175,13 @@ def write_report(settings: Settings, *, config: EvaluationConfig | None = None, 
     lines.append(_table(["model"] + [METRIC_LABELS[k] for k in RAG_METRICS],
                         [[m] + [estimates[m][k].format() for k in RAG_METRICS] for m in models]))
     lines += ["", f"![RAG metrics]({plots['rag'].name})"]
+
+    lines += ["", SECTION_TITLES[8], "",
+              "Greedy answers to the golden questions. RAFT and RLHF are trained to quote their documents; a model "
+              "answering without documents has no quote share (—).", ""]
+    behaviour = {m: {k: estimate(m, k) for k in BEHAVIOUR_METRICS} for m in models}
+    lines.append(_table(["model"] + [BEHAVIOUR_LABELS[k] for k in BEHAVIOUR_METRICS],
+                        [[m] + [behaviour[m][k].format(2) for k in BEHAVIOUR_METRICS] for m in models]))
 
     lines += ["", SECTION_TITLES[4], ""]
     lines += _judge_lines(judge, summary, models, grades, ungraded, plots)

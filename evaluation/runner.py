@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from evaluation.behaviour import behaviour_metrics
 from evaluation.cache import RESULTS_FILE, EvaluationCache, SCORER_VERSION, model_fingerprint, scorer_fingerprint, text_hash
 from evaluation.config import PAIRWISE, SINGLE, EvaluationConfig
 from evaluation.golden import load_golden
@@ -189,7 +190,8 @@ def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_m
             cached = cache.answer(key)
             if cached is not None:
                 stats.answers_cached += 1
-                answers[model][question.question_id] = {"key": key, "answer": cached.answer, "documents": cached.documents}
+                answers[model][question.question_id] = {"key": key, "answer": cached.answer, "raw": cached.raw_text,
+                                                        "documents": cached.documents}
             else:
                 pending.append((question, model, key, turn, prompt_hash))
     # Rows of several questions and models share each batched pass (left-padded by the engine):
@@ -204,7 +206,7 @@ def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_m
                              retrieval=model in retrieval_models, prompt_hash=prompt_hash, raw_text=text, answer=answer,
                              documents=documents)
             stats.answers_generated += 1
-            answers[model][question.question_id] = {"key": key, "answer": answer, "documents": documents}
+            answers[model][question.question_id] = {"key": key, "answer": answer, "raw": text, "documents": documents}
     return answers
 
 
@@ -237,6 +239,7 @@ def _score_all(cache, questions, models, answers, config, stats, report) -> dict
             row.update(rag_metrics(question.question, entry["answer"], question.reference, contexts, encoder,
                                    support_threshold=config.support_threshold,
                                    context_relevance_threshold=config.context_relevance_threshold))
+            row.update(behaviour_metrics(entry["raw"], entry["documents"]))
             cache.put_scores(entry["key"], scorer, question.reference_hash, row)
             stats.scores_computed += 1
             scores[model][question.question_id] = row

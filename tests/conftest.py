@@ -9,9 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -112,6 +116,48 @@ def serve_blocks(demo, **queue_options):
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+def wait_for_app(url: str, server: subprocess.Popen, log: Path, limit_s: float = 600) -> str:
+    """The app's page config once it serves (start-up loads the model: up to minutes on a busy CPU)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the app exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=10) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"the app did not serve {url} within {limit_s} s")
+
+
+def settings_env(overrides: dict) -> dict[str, str]:
+    """Settings overrides as the WAYFARER__<SECTION> variables an app process reads (JSON is YAML)."""
+    return {f"WAYFARER__{section.upper()}": json.dumps(value) for section, value in overrides.items()}
+
+
+@contextlib.contextmanager
+def app_process(env: dict[str, str], log: Path):
+    """`python app.py` (the local profile) with `env` added, serving on a free port; yields
+    (url, process) once it serves. Stopped at the end unless the test killed it."""
+    port = free_port()
+    full_env = {**os.environ, "WAYFARER_PROFILE": "local", "PYTHONPATH": str(REPO), **env,
+                "WAYFARER__UI__SERVER_NAME": "127.0.0.1", "WAYFARER__UI__SERVER_PORT": str(port)}
+    url = f"http://127.0.0.1:{port}/"
+    with log.open("w") as output:
+        server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=output,
+                                  stderr=subprocess.STDOUT)
+    try:
+        wait_for_app(url, server, log)
+        yield url, server
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 def ask_in_chat(page, question: str, model: str = "base") -> None:

@@ -91,6 +91,22 @@ def test_ragas_definitions(encoder):
 
 
 # ------------------------------------------------------------------------------------ judge
+def test_behaviour_metrics_verify_quotes_in_the_documents_and_find_loops():
+    from evaluation.behaviour import behaviour_metrics, has_verified_quote, loops
+    from raft import ANSWER_TAG, BEGIN_QUOTE, END_QUOTE
+
+    documents = [{"doc_id": "t1", "text": "Take the Keisei Skyliner to Ueno: 41 minutes, 2,570 yen."}]
+    quoting = lambda quote: f"The document says {BEGIN_QUOTE}{quote}{END_QUOTE}. {ANSWER_TAG} Take the Skyliner."  # noqa: E731
+    assert has_verified_quote(quoting("take the KEISEI  skyliner to ueno"), documents) is True  # case, spaces aside
+    assert has_verified_quote(quoting("take the Shirakura train from Naritoki"), documents) is False  # invented
+    assert has_verified_quote(f"{ANSWER_TAG} Take the Skyliner to Ueno.", documents) is False  # no quote at all
+    assert has_verified_quote(quoting("take the Keisei Skyliner"), []) is None  # answered without documents
+    assert loops("no, no, no, no, no, no, no")  # ("no",) * 4 occurs four times
+    assert not loops("no, no, no, no, no, no")  # three times
+    assert not loops("Take the train to Ueno, then the train to Shinjuku, then walk.")
+    assert behaviour_metrics(quoting("41 minutes, 2,570 yen"), documents) == {"verified_quote": 1.0, "loops": 0.0}
+
+
 def test_verdict_and_grade_parsing():
     assert parse_pairwise_verdict("Both are fine but A is more concrete. [[A]]") == "A"
     assert parse_pairwise_verdict("[[ b ]]") == "B"
@@ -325,6 +341,9 @@ def test_run_answers_scores_and_judges_everything(first_run, eval_settings):
         assert results["scores"]["raft"][qid]["context_precision"] is not None
         assert results["scores"]["base"][qid]["context_precision"] is None
         assert 0 <= results["scores"]["base"][qid]["bertscore_f1"] <= 1
+        assert results["scores"]["raft"][qid]["verified_quote"] in (0.0, 1.0)  # it had documents to quote
+        assert results["scores"]["base"][qid]["verified_quote"] is None
+        assert results["scores"]["base"][qid]["loops"] in (0.0, 1.0)
     assert len(results["judge"]["pairwise"]) == 3  # one pair x three questions
     assert set(results["judge"]["grades"]) == {"base", "raft"}
 
@@ -374,6 +393,8 @@ def test_report_has_every_section(first_run, eval_settings, engine, adapters_dir
     assert "Unparseable share: 0.00" in text  # the local judge reads probabilities: it always decides
     assert "weak judge" in text and "SmolLM2-135M" in text
     assert re.search(r"\| raft \| [0-9.]+ \[[0-9.]+, [0-9.]+\]", text)  # a mean with its interval
+    behaviour = text.split("## Does each method behave as trained?")[1].split("\n## ")[0]
+    assert re.search(r"\| base \| — \| [0-9.]+ \[", behaviour) and re.search(r"\| raft \| [0-9.]+ \[", behaviour)
     markdown, images = read_report(path.parent)
     assert "![" not in markdown and len(images) == 3  # golden, RAG and judge plots (no votes yet)
 

@@ -2,17 +2,17 @@
 
 Model-free checks first (versions, the gate, the store's version columns, the leaderboard), then
 one module that trains for real, in order: the loop waits for votes, trains and publishes
-version 1 on SQLite; a candidate that must regress is rejected and version 1 keeps serving; a
-loop process killed with SIGKILL during retraining (on PostgreSQL, with votes from two other
-processes) leaves the served version intact and the next run recovers and publishes; the app's
-engine hot-swaps the new version while a stream on the old one is under way, which finishes
-normally, and the next battle records the new version.
+version 1 on SQLite; a candidate that must regress is rejected and version 1 keeps serving; two
+app.py processes share one PostgreSQL, votes come in through both, the one running the loop
+in-app is killed with SIGKILL during retraining, the served version stays intact, its next
+start recovers and publishes, and the other app swaps the new version in while a chat stream
+is under way, which finishes normally; the next battle records the new version. Last, the
+same hot swap on an engine in this process, and KTO.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_lora_adapter
-from tests.test_training import make_settings
+from settings import apply_runtime, load_settings
+from tests.conftest import REPO, app_process, make_lora_adapter, settings_env
+from tests.test_training import training_overrides
 
 QUESTION = [{"role": "user", "content": "What is the cheapest way from Narita airport to Shinjuku?"}]
 # Tiny evaluation budget: two golden questions, short answers, two Reddit pairs.
@@ -31,13 +32,21 @@ RETRAIN = {"min_new_votes": 3, "max_regression": 1.0, "eval_questions": 2, "eval
            "reddit_pairs": 2, "max_steps": 1, "method": "dpo", "poll_s": 1, "in_app": False}
 
 
-def loop_settings(home, **extra):
-    """The test_training settings (tiny TRAINING budget) with the loop's tiny budget."""
+def loop_overrides(home, **extra) -> dict:
+    """The test_training overrides (tiny TRAINING budget) with the loop's tiny budget."""
     retrain = {**RETRAIN, **(extra.pop("retrain", None) or {})}
     arena = {"retrain": retrain, "sampling_weights": {"base": 0}, "use_retrieval": False, **(extra.pop("arena", None) or {})}
-    return make_settings(Path(home), arena=arena, model={"adapters": ["raft", "rlhf"], "adapter_poll_s": 0},
-                         evaluation={"judge": {"local_model": "base", "batch_size": 4, "max_prompt_tokens": 1024}},
-                         **extra)
+    # float32 weights, not `auto`: its timed choice could differ between the app processes here.
+    model = {"adapters": ["raft", "rlhf"], "adapter_poll_s": 0, "quantization": "none", **(extra.pop("model", None) or {})}
+    return training_overrides(Path(home), arena=arena, model=model,
+                              evaluation={"judge": {"local_model": "base", "batch_size": 4, "max_prompt_tokens": 1024}},
+                              **extra)
+
+
+def loop_settings(home, **extra):
+    settings = load_settings(profile="local", overrides=loop_overrides(home, **extra))
+    apply_runtime(settings)
+    return settings
 
 
 def session(name: str) -> str:
@@ -172,9 +181,11 @@ def test_a_hot_swap_lets_the_stream_under_way_finish_on_the_old_version(swap_eng
     from modeling.adapters import publish_adapter_version
 
     engine, root = swap_engine
-    greedy = {"temperature": 0, "max_new_tokens": 40}
+    # Long enough that the row is still decoding when the swap takes the model lock, on a fast CPU too.
+    greedy = {"temperature": 0, "max_new_tokens": 300}
     assert engine.adapter_versions["rlhf"] == 1
     expected_v1 = engine.complete(QUESTION, "rlhf", **greedy)
+    assert len(engine.tokenizer(expected_v1)["input_ids"]) > 150, expected_v1
     ids = engine.build_prompt(QUESTION)
     logits_v1 = engine.score_rows([(ids, "rlhf")])[0]
 
@@ -264,45 +275,104 @@ def test_2_a_candidate_that_regresses_is_rejected_and_the_old_version_keeps_serv
     assert app_engine.adapter_versions["rlhf"] == 1
 
 
-def test_3_kill_9_during_retraining_on_postgres_leaves_the_served_version_and_the_next_run_recovers(
-        home, app_engine, postgres_dsn, monkeypatch):
-    from retraining import PUBLISHED, RUNNING, read_status, run_once
+CHAT_QUESTION = "Plan two weeks in Japan for me, day by day, with trains, food and costs."
+SWAP_LINE = "[wayfarer] rlhf version 3 serves new requests"
 
-    monkeypatch.setenv("WAYFARER_VOTES_DSN", postgres_dsn)
-    pg = {"arena": {"vote_store": "postgres"}}
-    settings = loop_settings(home, **json.loads(json.dumps(pg)))
-    env = {**os.environ, "WAYFARER__ARENA__VOTE_STORE": "postgres", "WAYFARER_VOTES_DSN": postgres_dsn,
-           "PYTHONPATH": str(REPO)}
-    # Two other processes (standing in for two app processes) vote into the one database at once.
-    voters = [subprocess.Popen([sys.executable, str(REPO / "tests" / "vote_burst.py"), f"app-{n}", "4"], cwd=REPO,
-                               env=env, stdout=subprocess.PIPE, text=True) for n in range(2)]
-    for voter in voters:
-        assert voter.wait(timeout=120) == 0
+
+def _vote_through_the_app(url: str, count: int) -> None:
+    """`count` battles in the app's Arena tab, each from a fresh client (a new session) with a vote for A."""
+    from gradio_client import Client
+
+    for i in range(count):
+        client = Client(url, verbose=False)
+        client.predict(f"Is the JR Pass worth it for trip {i}?", api_name="/arena_send")
+        client.predict(api_name="/arena_vote_a")
+
+
+def _chat(url: str, max_new_tokens: int = 256) -> tuple[str, float, float]:
+    """A greedy rlhf answer streamed from the app's /chat: (final text, first update at, end at)."""
+    from gradio_client import Client
+
+    job = Client(url, verbose=False).submit(CHAT_QUESTION, "rlhf", 0.0, max_new_tokens, False, api_name="/chat")
+    first = None
+    for _ in job:
+        first = first or time.monotonic()
+    return job.result(), first, time.monotonic()
+
+
+def test_3_two_apps_on_postgres_votes_in_the_app_kill_9_of_the_app_during_retraining_and_the_swap_mid_stream(
+        home, postgres_dsn, tmp_path):
+    """Two app.py processes on one PostgreSQL: A runs the loop in-app, B serves and polls the
+    adapters. Votes come in through both apps; A is killed with SIGKILL while it trains, which
+    leaves version 1 serving in B; A's next start recovers and publishes version 3, which B swaps
+    in while a chat stream on version 1 is under way; that stream ends normally, with version
+    1's answer, and B's next battle records version 3."""
+    import threading
+
+    from retraining import PUBLISHED, RUNNING, read_status
+
+    settings = loop_settings(home)
     served_files = sorted(p.name for p in (settings.path("adapters") / "rlhf" / "1").iterdir())
+    # One thread each: the two apps share the two cores. Whole sections, as JSON: a section's
+    # variable replaces what a WAYFARER__SECTION__KEY variable of that section would have said.
+    shared = {"arena": {"vote_store": "postgres"}, "runtime": {"torch_threads": 1}}
+    a_env = settings_env(loop_overrides(home, retrain={"in_app": True, "min_new_votes": 4}, **shared))
+    b_env = settings_env(loop_overrides(home, model={"adapter_poll_s": 0.25}, **shared))
+    a_env["WAYFARER_VOTES_DSN"] = b_env["WAYFARER_VOTES_DSN"] = postgres_dsn
+    with app_process(b_env, tmp_path / "b.log") as (b_url, _):
+        expected, *_ = _chat(b_url)  # version 1's greedy answer, B otherwise idle (as during the swap below)
+        with app_process(a_env, tmp_path / "a1.log") as (a_url, a_first):
+            _vote_through_the_app(b_url, 2)
+            _vote_through_the_app(a_url, 2)  # the 4th vote starts A's loop
+            assert _wait_for(lambda: read_status(settings).get("step") == "train" or a_first.poll() is not None, 300)
+            time.sleep(3)  # into the trainer
+            assert a_first.poll() is None, (tmp_path / "a1.log").read_text()[-3000:]
+            os.kill(a_first.pid, signal.SIGKILL)
+            a_first.wait(timeout=30)
+        killed = read_status(settings)
+        assert killed["state"] == RUNNING and killed["candidate_version"] == 3
+        assert _current(settings) == "1"
+        assert sorted(p.name for p in (settings.path("adapters") / "rlhf" / "1").iterdir()) == served_files
+        assert _chat(b_url, 16)[0].strip()  # B serves on
 
-    worker = subprocess.Popen([sys.executable, "-m", "tests.retrain_worker", str(home), json.dumps(pg)], cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        streams, stop = [], threading.Event()
+
+        def chat_until_stopped():  # back to back, so that one is under way whenever B swaps
+            while not stop.is_set():
+                streams.append(_chat(b_url))
+
+        with app_process(a_env, tmp_path / "a2.log"):  # A's next start: its loop recovers and runs again
+            assert _wait_for(lambda: read_status(settings).get("step") in ("evaluate", "publish"), 600)
+            chatter = threading.Thread(target=chat_until_stopped, daemon=True)
+            chatter.start()
+            assert _wait_for(lambda: SWAP_LINE in (tmp_path / "b.log").read_text(), 300), read_status(settings)["log"][-3:]
+            swapped_at = time.monotonic()
+            stop.set()
+            chatter.join(timeout=300)
+        status = read_status(settings)
+        # A's loop goes on polling after it published (state waiting again): its last run says what happened.
+        assert status["last_run"]["outcome"] == PUBLISHED and _current(settings) == "3", status.get("message")
+        assert status["served_version"] == 3
+        assert status["interrupted_runs"] == 1 and any(e["step"] == "recover" for e in status["log"])
+        assert status["last_run"]["new_votes"] == 4  # the votes of both apps, from PostgreSQL
+        assert not list((settings.path("adapters") / "rlhf").glob(".*.new-*"))
+
+        # Streaming 0.5 s before B's log said so: admitted on version 1 (the line is printed at the swap).
+        under_way = [text for text, first, end in streams if first < swapped_at - 0.5 and end > swapped_at]
+        assert under_way, f"no chat stream was under way when B swapped ({len(streams)} streams)"
+        assert under_way[0].split() == expected.split()  # finished normally, on version 1
+
+        from gradio_client import Client
+
+        Client(b_url, verbose=False).predict("Is Kyoto better in autumn or spring?", api_name="/arena_send")
+    from arena.store import PostgresVoteStore
+
+    store = PostgresVoteStore(postgres_dsn)
     try:
-        assert _wait_for(lambda: read_status(settings).get("step") == "train" or worker.poll() is not None, 300)
-        time.sleep(3)  # into the trainer
-        assert worker.poll() is None, "the worker ended before it could be killed"
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+        last = store.battles()[-1]
+        assert {last.model_a: last.version_a, last.model_b: last.version_b} == {"rlhf": 3, "raft": None}
     finally:
-        if worker.poll() is None:
-            worker.kill()
-    killed = read_status(settings)
-    assert killed["state"] == RUNNING and killed["candidate_version"] == 3
-    assert _current(settings) == "1"
-    assert sorted(p.name for p in (settings.path("adapters") / "rlhf" / "1").iterdir()) == served_files
-    assert app_engine.refresh_adapters(settings.path("adapters")) == {}
-
-    status = run_once(settings)  # the next start: detects the killed run, discards it, runs again
-    assert status["state"] == PUBLISHED, status.get("message")
-    assert status["interrupted_runs"] == 1 and any(e["step"] == "recover" for e in status["log"])
-    assert status["last_run"]["new_votes"] == 8  # both processes' votes, from PostgreSQL
-    assert _current(settings) == "3" and status["served_version"] == 3
-    assert not list((settings.path("adapters") / "rlhf").glob(".*.new-*"))
+        store.close()
 
 
 def test_4_the_app_engine_swaps_in_the_new_version_mid_stream_and_the_next_battle_records_it(home, app_engine):
@@ -312,8 +382,9 @@ def test_4_the_app_engine_swaps_in_the_new_version_mid_stream_and_the_next_battl
 
     settings = loop_settings(home)
     assert app_engine.adapter_versions["rlhf"] == 1
-    greedy = {"temperature": 0, "max_new_tokens": 24}
+    greedy = {"temperature": 0, "max_new_tokens": 300}  # still decoding at the swap (see above)
     expected = app_engine.complete(QUESTION, "rlhf", **greedy)
+    assert len(app_engine.tokenizer(expected)["input_ids"]) > 150, expected
     stream = app_engine.generate(QUESTION, "rlhf", **greedy)
     first = next(stream)
     assert app_engine.refresh_adapters(settings.path("adapters")) == {"rlhf": 3}

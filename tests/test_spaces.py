@@ -11,8 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -290,44 +288,21 @@ def test_unwritable_home_falls_back_to_a_local_folder_with_a_warning(tmp_path):
         with_writable_home(nowhere)
 
 
-def _wait_for_page(url: str, server: subprocess.Popen, log: Path, limit_s: float = 600) -> str:
-    """The app's page config once it serves (start-up loads the model: up to minutes on a busy CPU)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the app exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "config", timeout=10) as response:
-                return response.read().decode()
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"the app did not serve {url} within {limit_s} s")
-
-
 def test_space_without_persistent_storage_starts_and_warns_in_the_page(settings, tmp_path):
     """`python app.py` as a Space runs it, with paths.home under a /data that does not exist."""
-    from tests.conftest import free_port
+    from tests.conftest import app_process, wait_for_app
 
     _base_checkpoint(settings)  # converted once into var/models, which the app below reads
     fallback = tmp_path / "app-folder"
-    port = free_port()
     env = {
-        **os.environ,
-        "WAYFARER_PROFILE": "local",
         "WAYFARER__PATHS__HOME": str(tmp_path / "data" / "wayfarer"),
         "WAYFARER__PATHS__HOME_FALLBACK": str(fallback),
         "WAYFARER__PATHS__MODELS": str(settings.path("models")),
-        "WAYFARER__UI__SERVER_PORT": str(port),
         "WAYFARER__RUNTIME__TORCH_THREADS": "1",
     }
     log = tmp_path / "app.log"
-    with log.open("w") as output:
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        page = _wait_for_page(f"http://127.0.0.1:{port}/", server, log)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with app_process(env, log) as (url, server):
+        page = wait_for_app(url, server, log)
     assert "persistent storage is not available" in page and "will not survive a restart" in page
     assert str(tmp_path / "data" / "wayfarer") in page and str(fallback) in page
     assert (fallback / "votes.sqlite3").is_file()  # the arena's votes go to the fallback folder

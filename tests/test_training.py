@@ -37,6 +37,14 @@ TRAINING = {
 
 
 def make_settings(home: Path, **extra):
+    loaded = load_settings(profile="local", overrides=training_overrides(home, **extra))
+    apply_runtime(loaded)
+    return loaded
+
+
+def training_overrides(home: Path, **extra) -> dict:
+    """The tiny training budget over the local profile, with `extra` sections merged in (one
+    level deep); also handed to app processes as WAYFARER__<SECTION> variables."""
     overrides = {
         "paths": {"home": str(home), "models": str(MODELS_CACHE)},
         "runtime": {"torch_threads": 2},
@@ -52,9 +60,7 @@ def make_settings(home: Path, **extra):
     }
     for key, value in extra.items():
         overrides.setdefault(key, {}).update(value)
-    loaded = load_settings(profile="local", overrides=overrides)
-    apply_runtime(loaded)
-    return loaded
+    return overrides
 
 
 @pytest.fixture(scope="module")
