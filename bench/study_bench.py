@@ -13,34 +13,26 @@ generation.repetition_penalty and max_new_tokens. Figures, one per line:
 * DPO preference accuracy  rlhf adapter metadata (held-out preference pairs)
 * quotes verified          share of answers with at least one quote, every quote found in the
                            retrieved documents (RagAnswer.quotes_verified)
-* looping                  share of answers in which one word 4-gram occurs 4 or more times
+* looping                  share of answers that loop (evaluation.behaviour.loops: one 4-gram of
+                           words and punctuation 4 or more times), the report's definition
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatbot.calibration import cpu_model  # noqa: E402
+from evaluation.behaviour import loops  # noqa: E402
 from modeling.adapters import current_adapter_dir  # noqa: E402
 from settings import apply_runtime, load_settings  # noqa: E402
 
-LOOP_NGRAM, LOOP_REPEATS = 4, 4
 TARGETS = {"raft_quotes": 0.70, "rlhf_quotes": 0.60, "loop_max": 0.10, "loss_drop": 0.15, "dpo_accuracy": 0.6}
-
-
-def loops(text: str, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> bool:
-    """One word n-gram occurs `repeats` or more times ("no, no, no, ..." and repeated sentences)."""
-    words = re.findall(r"\w+|[^\w\s]", text.casefold())
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    return bool(grams) and max(grams.values()) >= repeats
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,10 +2,12 @@
 model loops. These are the study's checks of the adapters themselves, next to the metrics that
 compare answers with references.
 
-verified_quote  the raw answer holds at least one ##begin_quote##...##end_quote## span that
-                really occurs in one of the documents it was given (raft.check_quotes:
-                case and whitespace aside). None for an answer given without documents.
-loops           one word 4-gram occurs 4 or more times in the answer ("no, no, no, ...").
+verified_quote  the raw answer holds at least one ##begin_quote##...##end_quote## span, and
+                every one occurs in one of the documents it was given (raft.check_quotes:
+                case and whitespace aside): what the chat shows as verified quotes
+                (chatbot.rag's quotes_verified). None for an answer given without documents.
+loops           one 4-gram of words and punctuation occurs 4 or more times in the answer
+                ("no, no, no, no, ..."); bench/study_bench.py counts the same.
 
 Both are a few lines over raft/'s parser and a Counter; no library defines them.
 """
@@ -22,20 +24,21 @@ BEHAVIOUR_METRICS = ("verified_quote", "loops")
 BEHAVIOUR_LABELS = {"verified_quote": "Answers with a verified quote", "loops": "Answers that loop"}
 LOOP_NGRAM = 4  # words per n-gram ...
 LOOP_TIMES = 4  # ... and how often one must occur for the answer to loop
-_WORD_RE = re.compile(r"\w+")
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 
 
 def has_verified_quote(raw_text: str, documents: Sequence[Mapping]) -> bool | None:
-    """At least one quote of the answer is found in its documents (None without documents)."""
+    """The answer quotes, and every quote is found in its documents (None without documents)."""
     if not documents:
         return None
     given = [Document(doc_id=str(d.get("doc_id", i)), text=d["text"]) for i, d in enumerate(documents)]
-    return any(check.doc_id is not None for check in check_quotes(parse_answer(raw_text).quotes, given))
+    checks = check_quotes(parse_answer(raw_text).quotes, given)
+    return bool(checks) and all(check.doc_id is not None for check in checks)
 
 
 def loops(text: str, ngram: int = LOOP_NGRAM, times: int = LOOP_TIMES) -> bool:
-    """One word n-gram occurs `times` or more times."""
-    words = _WORD_RE.findall(text.casefold())
+    """One n-gram of words and punctuation marks occurs `times` or more times."""
+    words = _TOKEN_RE.findall(text.casefold())
     counts = Counter(tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1))
     return bool(counts) and max(counts.values()) >= times
 

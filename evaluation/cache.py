@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS judgments (
 
 
 RESULTS_FILE = "results.json"  # a run's results next to the cache (evaluation/runner.py writes, report.py reads)
-SCORER_VERSION = "metrics-v2"  # bump when a metric's definition changes: cached scores are recomputed
+SCORER_VERSION = "metrics-v3"  # bump when a metric's definition changes: cached scores are recomputed
 
 
 def text_hash(*parts) -> str:

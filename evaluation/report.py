@@ -75,11 +75,11 @@ def metric_definitions(embedder: str, support: float | None, relevance: float | 
         (JUDGE_LABELS["judge_grade"], "MT-Bench single-answer grade; the local judge's is G-Eval's "
                                       "probability-weighted mean over the grade tokens"),
         (LENGTH_LABEL, "a baseline, not a metric: prefers the longer text"),
-        (BEHAVIOUR_LABELS["verified_quote"], "share of a model's answers given with retrieved documents that hold at "
-                                             "least one ##begin_quote## span found verbatim (case and whitespace aside) "
-                                             "in those documents"),
-        (BEHAVIOUR_LABELS["loops"], f"share of answers in which one word {LOOP_NGRAM}-gram occurs {LOOP_TIMES} or "
-                                    "more times"),
+        (BEHAVIOUR_LABELS["verified_quote"], "share of a model's answers given with retrieved documents that quote "
+                                             "(##begin_quote## spans) and whose every quote is found verbatim (case and "
+                                             "whitespace aside) in those documents, as the chat marks quotes verified"),
+        (BEHAVIOUR_LABELS["loops"], f"share of answers in which one {LOOP_NGRAM}-gram of words and punctuation marks "
+                                    f"occurs {LOOP_TIMES} or more times"),
         ("[a, b] after a number", "95% percentile-bootstrap interval"),
     ]
 

@@ -100,9 +100,11 @@ def test_behaviour_metrics_verify_quotes_in_the_documents_and_find_loops():
     assert has_verified_quote(quoting("take the KEISEI  skyliner to ueno"), documents) is True  # case, spaces aside
     assert has_verified_quote(quoting("take the Shirakura train from Naritoki"), documents) is False  # invented
     assert has_verified_quote(f"{ANSWER_TAG} Take the Skyliner to Ueno.", documents) is False  # no quote at all
+    both = quoting(f"take the Keisei Skyliner{END_QUOTE} and {BEGIN_QUOTE}a 5,000 yen taxi")
+    assert has_verified_quote(both, documents) is False  # one quote invented: not verified, as in the chat
     assert has_verified_quote(quoting("take the Keisei Skyliner"), []) is None  # answered without documents
-    assert loops("no, no, no, no, no, no, no")  # ("no",) * 4 occurs four times
-    assert not loops("no, no, no, no, no, no")  # three times
+    assert loops("no, no, no, no, no, no")  # ("no", ",", "no", ",") occurs four times
+    assert not loops("no, no, no, no, no")  # three times
     assert not loops("Take the train to Ueno, then the train to Shinjuku, then walk.")
     assert behaviour_metrics(quoting("41 minutes, 2,570 yen"), documents) == {"verified_quote": 1.0, "loops": 0.0}
 
