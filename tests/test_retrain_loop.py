@@ -13,6 +13,7 @@ same hot swap on an engine in this process, and KTO.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -147,6 +148,16 @@ def test_the_leaderboard_cli_folds_versions_on_request(tmp_path):
     apart, folded = run(), run("--fold-versions")
     assert apart.returncode == 0 and folded.returncode == 0, apart.stderr + folded.stderr
     assert "raft@5" in apart.stdout and "raft@5" not in folded.stdout and "raft" in folded.stdout
+
+
+def test_the_loop_command_waits_for_votes_under_both_names(tmp_path):
+    env = {**os.environ, "WAYFARER__PATHS__HOME": str(tmp_path)}
+    for command in (["retraining"], ["training", "loop"]):
+        done = subprocess.run([sys.executable, "-m", *command, "--once"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "waiting: 0 of 50 new usable votes" in done.stdout, done.stdout
+    assert json.loads((tmp_path / "retrain_status.json").read_text())["state"] == "waiting"
 
 
 # ------------------------------------------------------------------------------------ hot swap (no training)

@@ -20,6 +20,9 @@ STEPS = {
     "raft": ("training.sft", "RAFT adapter: the same recipe on the RAFT dataset (documents + quoted answers)"),
     "rlhf": ("training.rlhf", "reward model, then DPO on top of the RAFT adapter (--method online: GRPO/RLOO)"),
     "pipeline": ("training.pipeline", "ingest -> index -> build -> qlora -> raft -> rlhf -> evaluate, skipping current steps"),
+    # The closed loop lives in retraining/ (it serves and judges candidates, which training/ never
+    # imports); this is the same command as `python -m retraining`.
+    "loop": ("retraining.__main__", "the retraining loop: new arena votes -> DPO/KTO candidate -> gate -> publish"),
 }
 
 
