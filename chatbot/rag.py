@@ -37,6 +37,7 @@ from raft import (
     build_user_message,
     check_quotes,
     parse_answer,
+    quotes_verified,
     system_prompt_with_documents,
 )
 
@@ -334,6 +335,6 @@ class RagChat:
             display_markdown=display,
             answer=parsed.answer,
             quotes=checks,
-            quotes_verified=bool(checks) and all(check.found for check in checks),
+            quotes_verified=quotes_verified(checks),
             sources=sources,
         )

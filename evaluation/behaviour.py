@@ -5,7 +5,7 @@ compare answers with references.
 verified_quote  the raw answer holds at least one ##begin_quote##...##end_quote## span, and
                 every one occurs in one of the documents it was given (raft.check_quotes:
                 case and whitespace aside): what the chat shows as verified quotes
-                (chatbot.rag's quotes_verified). None for an answer given without documents.
+                (raft.quotes_verified, as chatbot.rag uses it). None for an answer given without documents.
 loops           one 4-gram of words and punctuation occurs 4 or more times in the answer
                 ("no, no, no, no, ..."); bench/study_bench.py counts the same.
 
@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from raft import Document, check_quotes, parse_answer
+from raft import Document, check_quotes, parse_answer, quotes_verified
 
 BEHAVIOUR_METRICS = ("verified_quote", "loops")
 BEHAVIOUR_LABELS = {"verified_quote": "Answers with a verified quote", "loops": "Answers that loop"}
@@ -32,8 +32,7 @@ def has_verified_quote(raw_text: str, documents: Sequence[Mapping]) -> bool | No
     if not documents:
         return None
     given = [Document(doc_id=str(d.get("doc_id", i)), text=d["text"]) for i, d in enumerate(documents)]
-    checks = check_quotes(parse_answer(raw_text).quotes, given)
-    return bool(checks) and all(check.doc_id is not None for check in checks)
+    return quotes_verified(check_quotes(parse_answer(raw_text).quotes, given))
 
 
 def loops(text: str, ngram: int = LOOP_NGRAM, times: int = LOOP_TIMES) -> bool:

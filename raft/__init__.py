@@ -20,6 +20,7 @@ from raft.format import (
     has_documents,
     order_documents,
     parse_answer,
+    quotes_verified,
     system_prompt_with_documents,
 )
 
@@ -37,5 +38,6 @@ __all__ = [
     "has_documents",
     "order_documents",
     "parse_answer",
+    "quotes_verified",
     "system_prompt_with_documents",
 ]

@@ -154,3 +154,8 @@ def check_quotes(quotes: Iterable[str], documents: Sequence[Document]) -> list[Q
         match = next((doc_id for doc_id, text in texts if wanted and wanted in text), None)
         checks.append(QuoteCheck(quote=quote, doc_id=match))
     return checks
+
+
+def quotes_verified(checks: Sequence[QuoteCheck]) -> bool:
+    """The answer quotes, and every quote was found: what the chat marks as verified quotes."""
+    return bool(checks) and all(check.found for check in checks)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import os
+import shutil
 import socket
 import subprocess
 import sys

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
 
 from settings import apply_runtime, load_settings
 from tests.conftest import REPO, app_process, make_lora_adapter, settings_env
@@ -292,8 +293,6 @@ SWAP_LINE = "[wayfarer] rlhf version 3 serves new requests"
 
 def _vote_through_the_app(url: str, count: int) -> None:
     """`count` battles in the app's Arena tab, each from a fresh client (a new session) with a vote for A."""
-    from gradio_client import Client
-
     for i in range(count):
         client = Client(url, verbose=False)
         client.predict(f"Is the JR Pass worth it for trip {i}?", api_name="/arena_send")
@@ -302,8 +301,6 @@ def _vote_through_the_app(url: str, count: int) -> None:
 
 def _chat(url: str, max_new_tokens: int = 1024) -> tuple[str, float, float]:
     """A greedy rlhf answer streamed from the app's /chat: (final text, first update at, end at)."""
-    from gradio_client import Client
-
     job = Client(url, verbose=False).submit(CHAT_QUESTION, "rlhf", 0.0, max_new_tokens, False, api_name="/chat")
     first = None
     for _ in job:
@@ -375,8 +372,6 @@ def test_3_two_apps_on_postgres_votes_in_the_app_kill_9_of_the_app_during_retrai
         assert under_way, (f"no chat stream was under way when B swapped: streams (start, end) relative to the swap "
                            f"{[(round(f - swapped_at, 1), round(e - swapped_at, 1)) for _, f, e in streams]}")
         assert under_way[0].split() == expected.split()  # finished normally, on version 1
-
-        from gradio_client import Client
 
         Client(b_url, verbose=False).predict("Is Kyoto better in autumn or spring?", api_name="/arena_send")
     from arena.store import PostgresVoteStore
