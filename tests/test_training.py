@@ -157,6 +157,28 @@ def test_sft_loss_is_on_the_assistant_turn_only_with_the_served_system_prompt(ql
         assert [labels[i] for i in trained] == [ids[i] for i in trained]
 
 
+def test_the_cpu_sft_loss_is_trls_loss_with_the_head_on_the_answer_tokens_only(demo):
+    """On a CPU the SFT trainers score only the answer tokens with the output head
+    (training/completion_loss.py); the loss must be trl's own and the model's own, to rounding."""
+    import torch
+    from trl import SFTTrainer
+
+    from training.sft import prepare_sft
+
+    run = prepare_sft(demo, "qlora", max_steps=1)
+    trainer, model = run.trainer, run.trainer.model
+    assert type(trainer).__name__ == "CompletionLossSFTTrainer"
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
+    model.eval()
+    with torch.no_grad():
+        ours = float(trainer.compute_loss(model, dict(batch)))
+        trls = float(SFTTrainer.compute_loss(trainer, model, dict(batch)))  # its fused head, every position
+        models = float(model(**batch).loss)  # transformers' shifted cross-entropy over the labels
+    run.scratch.cleanup()
+    assert ours == pytest.approx(trls, rel=1e-4) and ours == pytest.approx(models, rel=1e-4)
+
+
 def test_qlora_writes_a_complete_adapter_with_its_metadata(qlora, demo):
     from modeling.adapters import ADAPTER_METADATA_FILE
     from training.examples import dataset_fingerprint

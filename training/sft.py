@@ -17,6 +17,7 @@ from pathlib import Path
 from raft import system_prompt_with_documents
 from settings import ConfigError, Settings, apply_runtime
 from training.adapter_output import TrainingResult, build_metadata, inputs_fingerprint, write_adapter
+from training.completion_loss import completion_loss_trainer
 from training.datasets.config import TRAIN, VALIDATION
 from training.errors import TrainingError
 from training.examples import (
@@ -156,6 +157,8 @@ def prepare_sft(settings: Settings, method: str, *, max_steps: int | None = None
                               base.precision, max_length=run_settings.max_length, completion_only_loss=True,
                               packing=False)
     print(f"{method}: {base.precision.to_dict()['recipe']} ({base.precision.reason})")
+    if base.device == "cpu":  # trl's fused head scores every position in fp32 there: see completion_loss
+        SFTTrainer = completion_loss_trainer(SFTTrainer)
     trainer = SFTTrainer(model=base.model, args=args, train_dataset=train, eval_dataset=validation,
                          processing_class=base.tokenizer, peft_config=lora_config(config.lora),
                          callbacks=[progress_callback(method)])
