@@ -21,7 +21,8 @@ IGNORE_INDEX = -100  # transformers' label for positions without a loss
 
 
 def completion_nll(model, inputs, num_items_in_batch=None):
-    """(loss, answer tokens) of a batch: the mean negative log-likelihood of the labelled tokens."""
+    """The batch's loss: the negative log-likelihood of its labelled tokens, summed, divided by
+    `num_items_in_batch` (or by this batch's labelled tokens)."""
     import torch
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -35,7 +36,7 @@ def completion_nll(model, inputs, num_items_in_batch=None):
         logits = head(hidden[:, :-1][keep].to(head.weight.dtype)).float()
     nll = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
     count = keep.sum() if num_items_in_batch is None else num_items_in_batch
-    return nll / torch.as_tensor(count, device=nll.device).clamp(min=1), int(keep.sum())
+    return nll / torch.as_tensor(count, device=nll.device).clamp(min=1)
 
 
 def completion_loss_trainer(sft_trainer_class):
@@ -45,7 +46,7 @@ def completion_loss_trainer(sft_trainer_class):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # accelerate applies bf16 autocast by wrapping model.forward, which this bypasses.
             with self.accelerator.autocast():
-                loss, _ = completion_nll(model, inputs, num_items_in_batch)
+                loss = completion_nll(model, inputs, num_items_in_batch)
             # As trl and transformers do: num_items_in_batch counts every rank's tokens, DDP averages.
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes

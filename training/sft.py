@@ -157,9 +157,9 @@ def prepare_sft(settings: Settings, method: str, *, max_steps: int | None = None
                               base.precision, max_length=run_settings.max_length, completion_only_loss=True,
                               packing=False)
     print(f"{method}: {base.precision.to_dict()['recipe']} ({base.precision.reason})")
-    if base.device == "cpu":  # trl's fused head scores every position in fp32 there: see completion_loss
-        SFTTrainer = completion_loss_trainer(SFTTrainer)
-    trainer = SFTTrainer(model=base.model, args=args, train_dataset=train, eval_dataset=validation,
+    # On a CPU trl's fused head scores every position in fp32: see training/completion_loss.py.
+    trainer_class = completion_loss_trainer(SFTTrainer) if base.device == "cpu" else SFTTrainer
+    trainer = trainer_class(model=base.model, args=args, train_dataset=train, eval_dataset=validation,
                          processing_class=base.tokenizer, peft_config=lora_config(config.lora),
                          callbacks=[progress_callback(method)])
     return SftRun(settings, method, config, run_settings, trainer, fingerprint, data_record, output, clock, scratch,
