@@ -267,7 +267,7 @@ class DecodeBatch:
         self.cache.fit(first, first + len(rows), max(r.reserved for r in self.rows + rows))
         self.cache.clear_slots(first, len(rows))
         for row in rows:  # first: it refuses options it cannot sample with, before any work
-            self.sampler.add(row.options, row.prompt, row.seed)
+            self.sampler.add(row.options, row.seed)
         logits = self.runner.prefill(self.cache, first, [r.prompt for r in rows], self._adapter_names(rows))
         for row in rows:
             row.length = len(row.prompt)

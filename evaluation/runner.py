@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from chatbot.sampling import REPETITION_PENALTY_SCOPE
 from evaluation.behaviour import behaviour_metrics
 from evaluation.cache import RESULTS_FILE, EvaluationCache, SCORER_VERSION, model_fingerprint, scorer_fingerprint, text_hash
 from evaluation.config import PAIRWISE, SINGLE, EvaluationConfig
@@ -185,7 +186,7 @@ def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_m
         for model in models:
             flag = model in retrieval_models
             turn = turns[flag]
-            prompt_hash = text_hash("prompt", turn.messages, engine.system_prompt, sampling)
+            prompt_hash = text_hash("prompt", turn.messages, engine.system_prompt, sampling, REPETITION_PENALTY_SCOPE)
             key = cache.answer_key(fingerprints[model], question.question_hash, flag, prompt_hash)
             cached = cache.answer(key)
             if cached is not None:
@@ -291,7 +292,7 @@ def inputs_fingerprint(settings: Settings, environ: Mapping[str, str] | None = N
         adapters[name] = model_fingerprint(name, str(settings.get("model.base")), adapters_dir) if has_weights else None
     datasets_dir = settings.path("datasets")
     return text_hash(
-        "evaluation-inputs", SCORER_VERSION, settings.get("evaluation"), settings.get("model"),
+        "evaluation-inputs", SCORER_VERSION, REPETITION_PENALTY_SCOPE, settings.get("evaluation"), settings.get("model"),
         settings.get("generation"), settings.get("retrieval"), settings.get("embedder"), settings.get("data.datasets"),
         files_digest(datasets_dir / "golden", "*.arrow"), files_digest(settings.path("threads"), "data-*.arrow"),
         adapters,

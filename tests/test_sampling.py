@@ -33,9 +33,9 @@ def test_an_answer_ngram_occurs_at_most_max_ngram_repeats_times_and_only_in_its_
     limited = GENERATION.override(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=2)
     unlimited = GENERATION.override(temperature=0, repetition_penalty=1.0, max_ngram_repeats=0)
     sampler = RowSampler(VOCAB, "cpu")
-    # The prompt holds the cycle three times: prompt n-grams never count (RAG answers copy documents).
-    sampler.add(limited, CYCLE * 3, seed=None)
-    sampler.add(unlimited, CYCLE * 3, seed=None)
+    # The sampler never sees the prompt: prompt n-grams never count (RAG answers copy documents).
+    sampler.add(limited, seed=None)
+    sampler.add(unlimited, seed=None)
     answers: list[list[int]] = [[], []]
     previous: list[int | None] = [None, None]
     for _ in range(24):
@@ -43,7 +43,7 @@ def test_an_answer_ngram_occurs_at_most_max_ngram_repeats_times_and_only_in_its_
         for row, token in enumerate(tokens):
             answers[row].append(token)
         previous = tokens
-    assert answers[0][:8] == CYCLE * 2  # the first two occurrences are allowed, prompt ignored
+    assert answers[0][:8] == CYCLE * 2  # the first two occurrences are allowed
     assert ngram_counts(answers[0], 4) <= 2, answers[0]
     assert answers[1] == CYCLE * 6  # the unlimited row keeps looping: the limit is per row
 
@@ -51,8 +51,8 @@ def test_an_answer_ngram_occurs_at_most_max_ngram_repeats_times_and_only_in_its_
 def test_rows_keep_their_own_ngram_counts_when_the_batch_is_compacted():
     limited = GENERATION.override(temperature=0, repetition_penalty=1.0, repeat_ngram_size=4, max_ngram_repeats=1)
     sampler = RowSampler(VOCAB, "cpu")
-    sampler.add(GENERATION.override(temperature=0, max_ngram_repeats=0), [], seed=None)
-    sampler.add(limited, [], seed=None)
+    sampler.add(GENERATION.override(temperature=0, max_ngram_repeats=0), seed=None)
+    sampler.add(limited, seed=None)
     previous: list[int | None] = [None, None]
     for _ in range(4):
         previous = sampler.next_tokens(looping_logits(previous))
@@ -63,3 +63,15 @@ def test_rows_keep_their_own_ngram_counts_when_the_batch_is_compacted():
         last = sampler.next_tokens(looping_logits(last))
         answer.extend(last)
     assert ngram_counts(CYCLE + answer, 4) == 1, answer
+
+
+def test_the_repetition_penalty_counts_the_answers_tokens_only():
+    """A token is penalized once the answer holds it, never before: the sampler is not given the
+    prompt, so copying a document (a RAG quote) is not penalized."""
+    penalized = GENERATION.override(temperature=0, repetition_penalty=2.0, max_ngram_repeats=0)
+    sampler = RowSampler(VOCAB, "cpu")
+    sampler.add(penalized, seed=None)
+    logits = torch.zeros(1, VOCAB)
+    logits[0, 1], logits[0, 6] = 3.0, 2.0
+    assert sampler.next_tokens(logits) == [1]  # nothing penalized yet
+    assert sampler.next_tokens(logits) == [6]  # 1 is in the answer now: 3.0 / 2 < 2.0
