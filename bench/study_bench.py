@@ -58,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     state_path = home / "pipeline_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     stages = {step: entry["seconds"] for step, entry in state.items() if isinstance(entry, dict) and "seconds" in entry}
+    # Steps that ran side by side (training.side_by_side_sft) overlap: the wall time counts the longest.
+    groups: dict[frozenset, float] = {}
     for step, seconds in stages.items():
-        print(f"stage {step:<10} {seconds:8.1f} s")
-    print(f"stages total     {sum(stages.values()):8.1f} s")
+        together = state[step].get("side_by_side_with") or []
+        print(f"stage {step:<10} {seconds:8.1f} s" + (f" (side by side with {', '.join(together)})" if together else ""))
+        group = frozenset([step, *together])
+        groups[group] = max(groups.get(group, 0.0), seconds)
+    print(f"stages wall time {sum(groups.values()):8.1f} s")
     figures["stage_seconds"] = stages
 
     adapters = settings.path("adapters")

@@ -241,6 +241,8 @@ class TrainingSection(Section):
     seed: int | None
     compute_dtype: str | None
     quantization: str
+    attention: str
+    side_by_side_sft: bool
     rlhf_method: str
     rlhf_start_adapter: str
     use_arena_votes: bool

@@ -17,6 +17,7 @@ ONLINE_METHODS = ("grpo", "rloo")
 RLHF_METHODS = ("dpo", "online")
 TRAINING_QUANTIZATIONS = ("nf4", "none")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float32", "float16")
+ATTENTIONS = ("auto", "eager", "sdpa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,8 @@ class TrainingConfig:
     compute_dtype: str | None  # bfloat16, float32, auto (bf16 when the hardware has bf16 units)
                                         # or null (model.compute_dtype); see training.precision.training_precision
     quantization: str  # base weights while training: nf4 (QLoRA) or none (float32 + LoRA)
+    attention: str  # transformers' attn_implementation while training; auto: see training.precision
+    side_by_side_sft: bool  # the pipeline trains qlora and raft at once on a CPU (training/side_by_side.py)
     rlhf_method: str  # dpo (default, stable on small data) or online
     rlhf_start_adapter: str  # RLHF starts from (and, for DPO, is anchored to) this adapter
     use_arena_votes: bool  # add datasets/arena_preference to the reward and DPO training data
@@ -106,6 +109,8 @@ class TrainingConfig:
             raise ConfigError(f"training.quantization must be one of {TRAINING_QUANTIZATIONS}")
         if self.compute_dtype not in (None, *COMPUTE_DTYPES):
             raise ConfigError(f"training.compute_dtype must be null or one of {COMPUTE_DTYPES}")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"training.attention must be one of {ATTENTIONS}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TrainingConfig":

@@ -36,7 +36,7 @@ def load_training_base(settings: Settings, config: TrainingConfig, run: RunSetti
     or float32, ready for LoRA training. `loaded.precision` says which."""
     precision = training_precision(settings, config, run)
     loaded = load_base(training_model_config(settings, config, precision), settings.path("models"),
-                       quantization=precision.quantization)
+                       quantization=precision.quantization, attn_implementation=precision.attention)
     loaded.model = _prepare_for_training(loaded.model, precision, run)
     loaded.precision = precision
     return loaded
@@ -50,6 +50,7 @@ def load_reward_base(settings: Settings, config: TrainingConfig, run: RunSetting
     loaded = load_base(
         training_model_config(settings, config, precision), settings.path("models"),
         quantization=precision.quantization, model_class=AutoModelForSequenceClassification, num_labels=1,
+        attn_implementation=precision.attention,
     )
     model, tokenizer = loaded.model, loaded.tokenizer
     model.config.pad_token_id = tokenizer.pad_token_id

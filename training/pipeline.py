@@ -13,6 +13,9 @@ reruns exactly the steps downstream of it. The last step, evaluate, answers the 
 with every served model and writes the report the app's Evaluation tab shows; its own cache
 (per question and model) makes a rerun after one retrained adapter cost that adapter's answers only.
 
+On a CPU with training.side_by_side_sft, qlora and raft (which do not depend on each other)
+train at once in two processes, half the threads each (training/side_by_side.py says why).
+
 The ingest step reads the demo corpus only when there are no threads yet or they are the demo's
 own (then a changed corpus refreshes them). Threads from the user's dumps or the live API
 (`python -m training ingest ...`) are never replaced: the step leaves them as they are, and
@@ -38,6 +41,7 @@ from training.examples import dataset_fingerprint
 
 STATE_FILE = "pipeline_state.json"
 STEP_ORDER = ("ingest", "index", "build", "qlora", "raft", "rlhf", "evaluate")
+SFT_STEPS = ("qlora", "raft")  # independent of each other: trained side by side on a CPU when configured
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -98,10 +102,13 @@ def _write_stamp(settings: Settings, step: str, fingerprint: str) -> None:
     write_text_atomic(_state_path(settings), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
-def _record_seconds(settings: Settings, step: str, seconds: float) -> None:
-    """How long the step's last run took (bench/study_bench.py prints the first run's times)."""
+def _record_seconds(settings: Settings, step: str, seconds: float, side_by_side_with: list[str] = ()) -> None:
+    """How long the step's last run took (bench/study_bench.py prints the first run's times), and
+    which steps ran at the same time (their seconds overlap)."""
     state = _read_state(settings)
-    state.setdefault(step, {})["seconds"] = round(seconds, 1)
+    entry = state.setdefault(step, {})
+    entry["seconds"] = round(seconds, 1)
+    entry["side_by_side_with"] = list(side_by_side_with)
     write_text_atomic(_state_path(settings), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
@@ -205,6 +212,16 @@ def _adapter_current(settings: Settings, name: str, fingerprint: str) -> bool:
     return bool(metadata) and metadata.get("inputs_fingerprint") == fingerprint
 
 
+def _side_by_side(settings: Settings) -> bool:
+    """Train qlora and raft at once (training.side_by_side_sft, on a CPU with at least 2 threads)."""
+    from modeling.base_model import ModelConfig, resolve_device
+    from training.config import TrainingConfig
+    from training.side_by_side import side_by_side_threads
+
+    return (TrainingConfig.from_settings(settings).side_by_side_sft and side_by_side_threads(settings) >= 1
+            and resolve_device(ModelConfig.from_settings(settings).device) == "cpu")
+
+
 def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set[str] = frozenset(),
                  until: str | None = None, demo: bool = False,
                  log: Callable[[str], None] = print) -> PipelineOutcome:
@@ -238,6 +255,16 @@ def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set
         outcome.ran.append((step, time.monotonic() - started))
         _record_seconds(settings, step, outcome.ran[-1][1])
 
+    def side_by_side(methods: tuple[str, str]):
+        from training.side_by_side import side_by_side_threads, train_side_by_side
+
+        log(f"\n=== {' and '.join(methods)}, side by side, {side_by_side_threads(settings)} thread(s) each ===")
+        for run in train_side_by_side(settings, methods):
+            log(run.summary)
+            outcome.ran.append((run.method, run.seconds))
+            _record_seconds(settings, run.method, run.seconds, side_by_side_with=[m for m in methods if m != run.method])
+
+    trained_side_by_side: set[str] = set()
     try:
         for step in steps:
             if step in skip:
@@ -267,10 +294,18 @@ def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set
                     continue
                 stamped(step, lambda: _index_fingerprint(settings), lambda: _index_exists(settings),
                         lambda: _run_index(settings))
-            elif step in ("qlora", "raft"):
+            elif step in trained_side_by_side:
+                continue
+            elif step in SFT_STEPS:
                 from training.sft import sft_inputs, train_sft
 
-                adapter(step, lambda s=step: sft_inputs(settings, s)[0], lambda s=step: [train_sft(settings, s)])
+                stale = [name for name in SFT_STEPS if name in steps and name not in skip
+                         and (name in force or not _adapter_current(settings, name, sft_inputs(settings, name)[0]))]
+                if len(stale) == 2 and _side_by_side(settings):
+                    trained_side_by_side.update(stale)
+                    side_by_side(tuple(stale))
+                else:
+                    adapter(step, lambda s=step: sft_inputs(settings, s)[0], lambda s=step: [train_sft(settings, s)])
             elif step == "rlhf":
                 from training.rlhf import RLHF_ADAPTER, dpo_inputs, online_inputs, run_rlhf
                 from training.config import TrainingConfig
