@@ -72,7 +72,7 @@ def test_the_pipeline_ends_with_the_evaluation_and_skips_it_when_current(study):
     assert [name for name, _ in run_pipeline(changed, skip={"rlhf"}, log=lambda _: None).ran] == ["evaluate"]
 
 
-def test_qlora_and_raft_train_side_by_side_on_a_cpu_with_eager_attention(study):
+def test_qlora_and_raft_train_side_by_side_on_a_cpu(study):
     """The local profile trains the two SFT adapters at once, each in its own process, and each
     process trains its own method: both adapters exist, made from their own datasets."""
     import json
@@ -87,7 +87,7 @@ def test_qlora_and_raft_train_side_by_side_on_a_cpu_with_eager_attention(study):
     for name, dataset in (("qlora", "sft"), ("raft", "raft")):
         metadata = read_metadata(current_adapter_dir(settings.path("adapters") / name))
         assert metadata["method"] == name and list(metadata["datasets"]) == [dataset], metadata["datasets"]
-        assert metadata["precision"]["attention"] == "eager"  # training.attention auto, on a CPU
+        assert metadata["precision"]["attention"] == "sdpa"  # training.attention, recorded
 
 
 def _reddit_rows(report: str) -> dict[str, list[str]]:

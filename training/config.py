@@ -17,7 +17,7 @@ ONLINE_METHODS = ("grpo", "rloo")
 RLHF_METHODS = ("dpo", "online")
 TRAINING_QUANTIZATIONS = ("nf4", "none")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float32", "float16")
-ATTENTIONS = ("auto", "eager", "sdpa")
+ATTENTIONS = ("eager", "sdpa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ class TrainingConfig:
     compute_dtype: str | None  # bfloat16, float32, auto (bf16 when the hardware has bf16 units)
                                         # or null (model.compute_dtype); see training.precision.training_precision
     quantization: str  # base weights while training: nf4 (QLoRA) or none (float32 + LoRA)
-    attention: str  # transformers' attn_implementation while training; auto: see training.precision
+    attention: str  # transformers' attn_implementation while training (recorded in the adapter)
     side_by_side_sft: bool  # the pipeline trains qlora and raft at once on a CPU (training/side_by_side.py)
     rlhf_method: str  # dpo (default, stable on small data) or online
     rlhf_start_adapter: str  # RLHF starts from (and, for DPO, is anchored to) this adapter

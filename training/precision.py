@@ -70,19 +70,8 @@ def training_precision(settings: Settings, config: TrainingConfig, run: RunSetti
         dtype = "bfloat16" if bf16 else "float32"
     else:
         dtype, reason = requested, f"configured: {requested}"
-    attention = training_attention(config.attention, device)
+    attention = config.attention
     if config.quantization == "nf4":
         return Precision("nf4", "nf4", dtype, bool(run.bf16), device, reason, attention)
     return Precision("none", "float32", dtype, bool(run.bf16) or dtype == "bfloat16", device, reason, attention)
 
-
-def training_attention(configured: str, device: str) -> str:
-    """training.attention resolved: auto is eager on a CPU and sdpa elsewhere.
-
-    On a CPU, torch's scaled_dot_product_attention takes its flash-attention path, whose backward
-    took 29% of a RAFT step (one 735-token row, bf16 autocast, 2 threads, torch.profiler on the
-    2-vCPU Xeon with AMX); eager attention (two matmuls and a softmax) made the step ~10% faster.
-    The result is the same up to rounding, so it is not part of an adapter's inputs fingerprint."""
-    if configured != "auto":
-        return configured
-    return "eager" if device == "cpu" else "sdpa"

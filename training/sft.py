@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from raft import system_prompt_with_documents
@@ -86,9 +87,11 @@ def prepare_sft_data(settings: Settings, method: str, tokenizer, config, run_set
     return prepared[TRAIN], prepared[VALIDATION], dropped
 
 
-def train_sft(settings: Settings, method: str, *, max_steps: int | None = None, output: Path | None = None):
-    """Train the `qlora` or `raft` adapter and write it to paths.adapters/<method> (or `output`)."""
-    return prepare_sft(settings, method, max_steps=max_steps, output=output).train()
+def train_sft(settings: Settings, method: str, *, max_steps: int | None = None, output: Path | None = None,
+              callbacks: Sequence = ()):
+    """Train the `qlora` or `raft` adapter and write it to paths.adapters/<method> (or `output`);
+    `callbacks`: more transformers TrainerCallbacks."""
+    return prepare_sft(settings, method, max_steps=max_steps, output=output, callbacks=callbacks).train()
 
 
 @dataclasses.dataclass
@@ -129,7 +132,7 @@ class SftRun:
 
 
 def prepare_sft(settings: Settings, method: str, *, max_steps: int | None = None,
-                output: Path | None = None) -> SftRun:
+                output: Path | None = None, callbacks: Sequence = ()) -> SftRun:
     """Load the 4-bit base, prepare the rows and build trl's SFTTrainer with LoRA on all linear layers."""
     from trl import SFTConfig, SFTTrainer
 
@@ -161,6 +164,6 @@ def prepare_sft(settings: Settings, method: str, *, max_steps: int | None = None
     trainer_class = completion_loss_trainer(SFTTrainer) if base.device == "cpu" else SFTTrainer
     trainer = trainer_class(model=base.model, args=args, train_dataset=train, eval_dataset=validation,
                          processing_class=base.tokenizer, peft_config=lora_config(config.lora),
-                         callbacks=[progress_callback(method)])
+                         callbacks=[progress_callback(method), *callbacks])
     return SftRun(settings, method, config, run_settings, trainer, fingerprint, data_record, output, clock, scratch,
                   base.precision)
