@@ -299,9 +299,11 @@ def run_pipeline(settings: Settings, *, force: set[str] = frozenset(), skip: set
             elif step in SFT_STEPS:
                 from training.sft import sft_inputs, train_sft
 
+                # Only when side by side applies: the sequential path checks each adapter in adapter().
                 stale = [name for name in SFT_STEPS if name in steps and name not in skip
-                         and (name in force or not _adapter_current(settings, name, sft_inputs(settings, name)[0]))]
-                if len(stale) == 2 and _side_by_side(settings):
+                         and (name in force or not _adapter_current(settings, name, sft_inputs(settings, name)[0]))
+                         ] if _side_by_side(settings) else []
+                if len(stale) == 2:
                     trained_side_by_side.update(stale)
                     side_by_side(tuple(stale))
                 else:

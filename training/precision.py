@@ -70,8 +70,6 @@ def training_precision(settings: Settings, config: TrainingConfig, run: RunSetti
         dtype = "bfloat16" if bf16 else "float32"
     else:
         dtype, reason = requested, f"configured: {requested}"
-    attention = config.attention
     if config.quantization == "nf4":
-        return Precision("nf4", "nf4", dtype, bool(run.bf16), device, reason, attention)
-    return Precision("none", "float32", dtype, bool(run.bf16) or dtype == "bfloat16", device, reason, attention)
-
+        return Precision("nf4", "nf4", dtype, bool(run.bf16), device, reason, config.attention)
+    return Precision("none", "float32", dtype, bool(run.bf16) or dtype == "bfloat16", device, reason, config.attention)
