@@ -35,6 +35,7 @@ FORMATS = {
     "nf4-fp32": ("nf4", "float32"),  # bitsandbytes 4-bit, matmuls in fp32
     "nf4-bf16": ("nf4", "bfloat16"),
     "int8": ("int8", "float32"),  # int8 weights (modeling/int8.py), fp32 activations
+    "int4": ("int4", "float32"),  # GGUF Q4_1's 4-bit form (modeling/int4.py), fp32 activations
     "bf16": ("none", "bfloat16"),
     "fp32": ("none", "float32"),
 }

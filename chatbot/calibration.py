@@ -8,10 +8,11 @@ units) and on the torch build, so instead of guessing from flags the first start
 candidate on the real model with the engine's own decode loop (chatbot/decode.py): a prompt of
 PROMPT_TOKENS tokens read, then DECODE_STEPS single-row steps. The winner has the shortest
 typical chat turn (read TURN_PROMPT tokens, write TURN_ANSWER). The choice is cached per machine
-(CPU model, core count, torch version, checkpoint, compute dtype) in `paths.models`, so later
-starts only read a small JSON file. A GPU keeps nf4 (QLoRA's format; bitsandbytes' CUDA kernels).
-If the measurement itself fails, the CPU's capabilities decide (int8: PyTorch's int8 kernel runs
-on every x86-64 and ARM CPU).
+(CPU model, core count, torch version, checkpoint, compute dtype, candidates) in `paths.models`,
+so later starts only read a small JSON file. A GPU keeps nf4 (QLoRA's format; bitsandbytes' CUDA
+kernels). A candidate that fails to load or run here is left out (named in the reason); if every
+one fails, the CPU's capabilities decide (int8: PyTorch's int8 kernel runs on every x86-64 and
+ARM CPU).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from fsutils import write_text_atomic
 
 CACHE_FILE = "quantization-auto.json"
-CPU_CANDIDATES = ("int8", "none")  # nf4 de-quantizes in a slow kernel on CPUs: never the fastest there
+CPU_CANDIDATES = ("int4", "int8", "none")  # nf4 de-quantizes in a slow kernel on CPUs: never the fastest there
 PROMPT_TOKENS, DECODE_STEPS = 128, 12
 TURN_PROMPT, TURN_ANSWER = 512, 128
 
@@ -76,7 +77,9 @@ def cpu_model() -> str:
 def machine_key(checkpoint: str, compute_dtype: str) -> str:
     import torch
 
-    return f"{cpu_model()} | {os.cpu_count()} cores | torch {torch.__version__} | {Path(checkpoint).name} | {compute_dtype}"
+    # The candidates are part of the key: a format added later is measured, not skipped.
+    return (f"{cpu_model()} | {os.cpu_count()} cores | torch {torch.__version__} | {Path(checkpoint).name} | "
+            f"{compute_dtype} | {'/'.join(CPU_CANDIDATES)}")
 
 
 def _read_cache(path: Path) -> dict:
@@ -137,14 +140,16 @@ def choose_quantization(config, models_dir: Path, device: str) -> QuantizationCh
     if cached:
         return QuantizationChoice(cached["quantization"], cached["reason"] + " (cached)", cached.get("figures", {}))
     print(f"[wayfarer] model.quantization auto: timing {', '.join(CPU_CANDIDATES)} on this CPU (once)...", file=sys.stderr, flush=True)
-    figures = {}
-    try:
-        for candidate in CPU_CANDIDATES:
+    figures, failures = {}, []
+    for candidate in CPU_CANDIDATES:
+        try:  # a format this CPU or torch build cannot run is left out, never the start-up
             loaded = load_base(dataclasses.replace(config, quantization=candidate), models_dir)
             figures[candidate] = _measure(loaded)
             del loaded
-    except Exception as err:  # noqa: BLE001 - any failure falls back to the capability rule
-        return QuantizationChoice("int8", f"cpu: int8 (PyTorch's int8 kernel; timing failed: {err})")
+        except Exception as err:  # noqa: BLE001
+            failures.append(f"{candidate}: {err}")
+    if not figures:
+        return QuantizationChoice("int8", f"cpu: int8 (PyTorch's int8 kernel; timing failed: {'; '.join(failures)})")
 
     def turn_seconds(name: str) -> float:
         f = figures[name]
@@ -152,6 +157,7 @@ def choose_quantization(config, models_dir: Path, device: str) -> QuantizationCh
 
     best = min(figures, key=turn_seconds)
     summary = ", ".join(f"{n}: decode {f['decode_tok_s']:.1f} tok/s, prefill {f['prefill_tok_s']:.1f} tok/s" for n, f in figures.items())
+    summary += "".join(f"; {failure} (left out)" for failure in failures)
     choice = QuantizationChoice(best, f"fastest on {cpu_model()} ({summary})", figures)
     entries = _read_cache(cache_path)
     entries[key] = {"quantization": choice.quantization, "reason": choice.reason, "figures": figures}

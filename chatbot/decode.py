@@ -98,6 +98,54 @@ class SlotCache:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
+def _fused_norm(norm, hidden_size: int):
+    """`(module, x) -> module(x)` for the model's RMSNorm layers, as one fused `rms_norm` call
+    when that gives bit-for-bit what the module computes (Llama's and Mistral's RMSNorm: about
+    eight small operations each, twice per layer), else the module's own forward."""
+    import torch.nn.functional as F
+
+    def by_module(module, x):
+        return module(x)
+
+    eps = getattr(norm, "variance_epsilon", None)
+    weight = getattr(norm, "weight", None)
+    if eps is None or weight is None or weight.shape != (hidden_size,):
+        return by_module
+    probe = torch.randn(2, 3, hidden_size, generator=torch.Generator().manual_seed(0)).to(weight.dtype).to(weight.device)
+
+    def fused(module, x):
+        return F.rms_norm(x, (hidden_size,), module.weight, module.variance_epsilon)
+
+    with torch.inference_mode():
+        return fused if torch.equal(fused(norm, probe), norm(probe)) else by_module
+
+
+def _one_pass_rotary(rotate, heads: int, kv_heads: int, head_dim: int, dtype, device):
+    """The model's rotary embedding of (q, k) in one pass over both: rotate_half(x) is x times a
+    fixed signed permutation, so `x * cos + (x @ P) * sin` over q and k stacked is four
+    operations where the model's own function makes about sixteen. Each output element is one
+    product and one sum, so it is exact; it is used only when a probe gives bit-for-bit the
+    model's own result, else the model's function is."""
+    half = head_dim // 2
+    permutation = torch.zeros(head_dim, head_dim, dtype=dtype, device=device)
+    permutation[half:, :half] = -torch.eye(half, dtype=dtype, device=device)  # out[i] = -x[i + half]
+    permutation[:half, half:] = torch.eye(half, dtype=dtype, device=device)  # out[i + half] = x[i]
+
+    def one_pass(q, k, cos, sin):
+        both = torch.cat([q, k], dim=1)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        both = both * cos + (both @ permutation) * sin
+        return both[:, :heads], both[:, heads:]
+
+    generator = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, n, 3, head_dim, generator=generator).to(dtype).to(device) for n in (heads, kv_heads))
+    cos, sin = (torch.randn(2, 3, head_dim, generator=generator).to(dtype).to(device) for _ in range(2))
+    with torch.inference_mode():
+        mine, theirs = one_pass(q, k, cos, sin), rotate(q, k, cos, sin)
+    exact = head_dim % 2 == 0 and all(torch.equal(a, b) for a, b in zip(mine, theirs))
+    return one_pass if exact else rotate
+
+
 class ModelRunner:
     """Forward passes of a Llama-family causal LM (Llama, SmolLM2, Mistral) over a SlotCache."""
 
@@ -112,10 +160,11 @@ class ModelRunner:
         self.scaling = self.head_dim**-0.5
         self.vocab_size = config.vocab_size
         self.max_positions = getattr(config, "max_position_embeddings", None)
-        self._rotate = apply_rotary_pos_emb
         inner = self.causal_lm.model
         self.dtype = inner.embed_tokens.weight.dtype
         self.device = inner.embed_tokens.weight.device
+        self.rotary = _one_pass_rotary(apply_rotary_pos_emb, self.heads, self.kv_heads, self.head_dim, self.dtype, self.device)
+        self.rms_norm = _fused_norm(inner.norm, config.hidden_size)
 
     def new_cache(self) -> SlotCache:
         layers = len(self.causal_lm.model.layers)
@@ -135,18 +184,18 @@ class ModelRunner:
         rows, tokens, _ = hidden.shape
         for index, layer in enumerate(inner.layers):
             attention, mlp = layer.self_attn, layer.mlp
-            x = layer.input_layernorm(hidden)
+            x = self.rms_norm(layer.input_layernorm, hidden)
             q = self._project(attention.q_proj, x, adapter_names).view(rows, tokens, self.heads, self.head_dim).transpose(1, 2)
             k = self._project(attention.k_proj, x, adapter_names).view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
             v = self._project(attention.v_proj, x, adapter_names).view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = self._rotate(q, k, cos, sin)
+            q, k = self.rotary(q, k, cos, sin)
             out = attend(index, q, k, v).transpose(1, 2).reshape(rows, tokens, self.heads * self.head_dim)
             hidden = hidden + self._project(attention.o_proj, out, adapter_names)
-            x = layer.post_attention_layernorm(hidden)
+            x = self.rms_norm(layer.post_attention_layernorm, hidden)
             gate = self._project(mlp.gate_proj, x, adapter_names)
             up = self._project(mlp.up_proj, x, adapter_names)
             hidden = hidden + self._project(mlp.down_proj, mlp.act_fn(gate) * up, adapter_names)
-        return inner.norm(hidden)
+        return self.rms_norm(inner.norm, hidden)
 
     def _head(self, hidden, adapter_names):
         return self._project(self.causal_lm.lm_head, hidden, adapter_names)

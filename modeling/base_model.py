@@ -40,9 +40,10 @@ class ModelConfig:
 
 
 # nf4: bitsandbytes 4-bit NF4 with double quantization (QLoRA's format; the GPU default).
-# int8: weight-only int8 (modeling/int8.py), the fastest format on a CPU. none: compute_dtype.
+# int8: weight-only int8 (modeling/int8.py); int4: GGUF Q4_1's 4-bit form (modeling/int4.py), half
+# int8's bytes per token, on CPUs. none: compute_dtype.
 # auto: the fastest of them on this machine, measured by serving (chatbot/calibration.py; a GPU keeps nf4).
-QUANTIZATIONS = ("nf4", "int8", "none")
+QUANTIZATIONS = ("nf4", "int8", "int4", "none")
 AUTO = "auto"
 
 
@@ -161,6 +162,10 @@ def load_base(
         from modeling.int8 import quantize_linear_layers
 
         quantize_linear_layers(model)
+    elif quantization == "int4":
+        from modeling.int4 import quantize_linear_layers_int4
+
+        quantize_linear_layers_int4(model)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

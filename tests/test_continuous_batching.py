@@ -156,3 +156,31 @@ def test_the_local_engine_is_an_engine_and_the_factory_builds_it(engine, setting
     assert all(hasattr(RemoteEngine, name) for name in ("generate", "generate_rows", "complete", "complete_rows", "close", "adapters"))
     with pytest.raises(Exception, match="inference.backend must be one of"):
         engine_from_settings(settings.with_overrides({"inference": {"backend": "tgi"}}))
+
+
+def test_the_decode_loops_fused_norm_and_rotary_give_the_models_own_logits(engine):
+    """chatbot/decode.py replaces Llama's RMSNorm (about eight operations) by one `rms_norm` and
+    the rotary embedding of q and k by one pass, each only where a probe shows it is exact: on
+    the embedded model both are used, and a prompt's logits and the next step's are bit for bit
+    those of the model's own modules."""
+    import torch
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from chatbot.decode import ModelRunner
+
+    ids = engine.build_prompt(SHORT)
+    with engine.model_lock, torch.inference_mode():
+        runner = ModelRunner(engine.model)
+        assert runner.rotary is not apply_rotary_pos_emb, "the one-pass rotary was not exact on the probe"
+        assert runner.rms_norm.__name__ == "fused", "the fused rms_norm was not exact on the probe"
+        logits = {}
+        for name, rms_norm, rotary in [("fused", runner.rms_norm, runner.rotary),
+                                       ("modules", lambda module, x: module(x), apply_rotary_pos_emb)]:
+            runner.rms_norm, runner.rotary = rms_norm, rotary
+            cache = runner.new_cache()
+            cache.fit(0, 1, len(ids) + 8)
+            cache.clear_slots(0, 1)
+            first = runner.prefill(cache, 0, [ids], None)
+            step = runner.decode(cache, first.argmax(-1), torch.tensor([len(ids)]), None)
+            logits[name] = (first, step)
+    assert all(torch.equal(a, b) for a, b in zip(logits["fused"], logits["modules"]))

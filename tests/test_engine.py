@@ -36,14 +36,15 @@ def _next_token_agreement(a, b, ids) -> float:
     return (top_a == top_b).float().mean().item()
 
 
-@pytest.mark.parametrize("quantization", ["nf4", "int8"])
+@pytest.mark.parametrize("quantization", ["nf4", "int8", "int4"])
 def test_quantized_bases_are_small_and_predict_like_the_full_precision_model(settings, quantization):
-    """nf4 (bitsandbytes, double quant) and int8 (modeling/int8.py) against the fp32 base: a
-    fraction of the memory, and nearly always the same next token."""
+    """nf4 (bitsandbytes, double quant), int8 (modeling/int8.py) and int4 (modeling/int4.py)
+    against the fp32 base: a fraction of the memory, and nearly always the same next token."""
     import bitsandbytes as bnb
     import torch
 
     from modeling.base_model import ModelConfig, load_base
+    from modeling.int4 import Int4Linear
     from modeling.int8 import Int8Linear
 
     config = ModelConfig.from_settings(settings.with_overrides({"model": {"compute_dtype": "float32"}}))
@@ -53,18 +54,37 @@ def test_quantized_bases_are_small_and_predict_like_the_full_precision_model(set
         layers = [m for m in small.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
         assert layers and layers[0].weight.quant_state.quant_type == "nf4"
         assert layers[0].weight.quant_state.nested, "double quantization (nested quant state) is off"
-    else:
+    elif quantization == "int8":
         layers = [m for m in small.model.modules() if isinstance(m, Int8Linear)]
         assert layers and all(layer.weight.dtype == torch.int8 for layer in layers)
         assert isinstance(small.model.lm_head, Int8Linear)
+    else:
+        full_layers = dict(full.model.model.layers.named_modules())
+        layers = {n: m for n, m in small.model.model.layers.named_modules() if isinstance(m, Int4Linear)}
+        assert len(layers) == 7 * len(small.model.model.layers), "every projection of every decoder layer is 4-bit"
+        assert isinstance(small.model.lm_head, Int8Linear), "the head keeps 8 bits (Q8_0 in the GGUF)"
+        for name, layer in layers.items():
+            # The GGUF's own Q4_1 codes come back: only the kernel's bf16 scales differ from the
+            # checkpoint's weights (a 4-bit quantizer of its own would be off by up to 1/30 of a
+            # block's range, about 7% of the largest weight).
+            weight = full_layers[name].weight
+            assert (layer.dequantized(torch.float32) - weight).abs().max() <= 0.004 * weight.abs().max(), name
+        x = torch.randn(3, layers["0.mlp.down_proj"].in_features)
+        with torch.inference_mode():  # the decode kernel and the prefill's de-quantized weights agree
+            kernel = layers["0.mlp.down_proj"](x)
+            dense = torch.nn.functional.linear(x, layers["0.mlp.down_proj"].dequantized(torch.float32))
+        assert (kernel - dense).abs().max() <= 0.01 * dense.abs().max()
     def layer_bytes(model) -> int:  # the decoder layers' linear weights: what every token reads
-        return sum(p.numel() * p.element_size() for n, p in model.model.layers.named_parameters() if "norm" not in n)
+        return sum(
+            t.numel() * t.element_size()
+            for n, t in [*model.model.layers.named_parameters(), *model.model.layers.named_buffers()] if "norm" not in n
+        )
 
-    assert layer_bytes(small.model) < 0.3 * layer_bytes(full.model)
+    assert layer_bytes(small.model) < {"nf4": 0.3, "int8": 0.3, "int4": 0.17}[quantization] * layer_bytes(full.model)
     text = "Lisbon in March is mild; pack layers, a rain jacket and comfortable shoes for the hills of Alfama."
     ids = torch.tensor([full.tokenizer(text)["input_ids"]])
     agreement = _next_token_agreement(full.model, small.model, ids)
-    assert agreement >= {"nf4": 0.6, "int8": 0.9}[quantization]  # int8 keeps twice the bits
+    assert agreement >= {"nf4": 0.6, "int8": 0.9, "int4": 0.9}[quantization]  # int8 and int4 keep the GGUF's bits
 
 
 def test_packed_adapters_compute_exactly_what_peft_computes(engine):
