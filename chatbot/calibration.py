@@ -6,8 +6,8 @@ serving engine's decode loop, and training always names its format.
 Which format is fastest on a CPU depends on the CPU (int8 x bf16 kernels, AVX-512, AMX, bf16
 units) and on the torch build, so instead of guessing from flags the first start times each
 candidate on the real model with the engine's own decode loop (chatbot/decode.py): a prompt of
-PROMPT_TOKENS tokens read, then DECODE_STEPS single-row steps. The winner has the shortest
-typical chat turn (read TURN_PROMPT tokens, write TURN_ANSWER). The choice is cached per machine
+PROMPT_TOKENS tokens read, then DECODE_STEPS single-row steps, ROUNDS times in alternation. The
+winner has the shortest typical chat turn (read TURN_PROMPT tokens, write TURN_ANSWER). The choice is cached per machine
 (CPU model, core count, torch version, checkpoint, compute dtype, candidates) in `paths.models`,
 so later starts only read a small JSON file. A GPU keeps nf4 (QLoRA's format; bitsandbytes' CUDA
 kernels). A candidate that fails to load or run here is left out (named in the reason); if every
@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from fsutils import write_text_atomic
 CACHE_FILE = "quantization-auto.json"
 CPU_CANDIDATES = ("int4", "int8", "none")  # nf4 de-quantizes in a slow kernel on CPUs: never the fastest there
 PROMPT_TOKENS, DECODE_STEPS = 128, 12
+ROUNDS = 3  # measurements per candidate, alternating; the median counts
 TURN_PROMPT, TURN_ANSWER = 512, 128
 
 
@@ -140,14 +142,21 @@ def choose_quantization(config, models_dir: Path, device: str) -> QuantizationCh
     if cached:
         return QuantizationChoice(cached["quantization"], cached["reason"] + " (cached)", cached.get("figures", {}))
     print(f"[wayfarer] model.quantization auto: timing {', '.join(CPU_CANDIDATES)} on this CPU (once)...", file=sys.stderr, flush=True)
-    figures, failures = {}, []
+    loaded, runs, failures = {}, {}, []
     for candidate in CPU_CANDIDATES:
         try:  # a format this CPU or torch build cannot run is left out, never the start-up
-            loaded = load_base(dataclasses.replace(config, quantization=candidate), models_dir)
-            figures[candidate] = _measure(loaded)
-            del loaded
+            loaded[candidate] = load_base(dataclasses.replace(config, quantization=candidate), models_dir)
+            runs[candidate] = [_measure(loaded[candidate])]
         except Exception as err:  # noqa: BLE001
+            loaded.pop(candidate, None)
             failures.append(f"{candidate}: {err}")
+    # Rounds alternate the candidates and each keeps its median: on a shared machine a slow
+    # spell during one candidate's only run once picked int8 over a int4 that was 20% faster.
+    for _ in range(ROUNDS - 1):
+        for candidate, base in loaded.items():
+            runs[candidate].append(_measure(base))
+    del loaded
+    figures = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in runs.items()}
     if not figures:
         return QuantizationChoice("int8", f"cpu: int8 (PyTorch's int8 kernel; timing failed: {'; '.join(failures)})")
 

@@ -186,7 +186,10 @@ def _answer_all(engine, rag, cache, questions, models, fingerprints, retrieval_m
         for model in models:
             flag = model in retrieval_models
             turn = turns[flag]
-            prompt_hash = text_hash("prompt", turn.messages, engine.system_prompt, sampling, REPETITION_PENALTY_SCOPE)
+            # The served weight format too (`auto` may pick int4 on one machine, int8 on another):
+            # greedy answers differ between formats. A remote engine has none.
+            prompt_hash = text_hash("prompt", turn.messages, engine.system_prompt, sampling, REPETITION_PENALTY_SCOPE,
+                                    getattr(engine, "quantization", None))
             key = cache.answer_key(fingerprints[model], question.question_hash, flag, prompt_hash)
             cached = cache.answer(key)
             if cached is not None:
