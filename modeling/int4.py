@@ -14,9 +14,10 @@ it with 8 bits (Q8_0), and 4 bits there would change the model.
 While decoding (few rows) the kernel reads the packed codes with bf16 activations; a prompt's
 prefill (many rows, compute-bound) de-quantizes the layer's weights once per call, from the same
 codes and the same bf16 scales, and multiplies in the model's dtype with the BLAS. The packed
-tensor is the kernel's own blocked layout; `codes` unpacks it for the prefill, and every layer
-checks at load that unpacking gives back its codes, so a torch whose layout differs falls back
-to int8 for that layer instead of computing with scrambled weights.
+tensor is the kernel's own blocked layout, whose block follows the CPU's vector width (found by
+a probe at first use); `codes` unpacks it for the prefill, and every layer checks at load that
+unpacking gives back its codes, so a torch whose layout differs falls back to int8 for that
+layer instead of computing with scrambled weights.
 
 Written here because no library offers it on a CPU without a new dependency: torchao's int4
 CPU layout needs its own build, and bitsandbytes' 4-bit CPU kernels de-quantize every weight on
@@ -25,13 +26,15 @@ every call.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from modeling.int8 import Int8Linear
 
 GROUP = 32  # input weights per scale: Q4_1's block
-_BLOCK_ROWS = 64  # output rows per block of the kernel's packed layout (two nibbles of 32 rows)
+_PROBE_ROWS = 128  # a multiple of every block size below, to find the kernel's block
 # Up to this many rows (batch x new tokens) go through the 4-bit kernel: decode steps and short
 # prompts. Beyond it the kernel's arithmetic costs more than de-quantizing the layer once and
 # multiplying with the BLAS (measured on the AMX Xeon, one 1536 x 576 layer: 2.1 against 7.2 ms at
@@ -39,16 +42,29 @@ _BLOCK_ROWS = 64  # output rows per block of the kernel's packed layout (two nib
 KERNEL_ROWS = 256
 
 
+@functools.cache
+def block_rows() -> int | None:
+    """Output rows per block of the kernel's packed layout on this CPU (its vector width: 64 with
+    AVX-512, 32 with AVX2), found by packing known codes; None if no layout this module knows."""
+    codes = torch.randint(0, 16, (_PROBE_ROWS, GROUP * 2), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    try:
+        packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+    except (RuntimeError, AttributeError):
+        return None
+    return next((rows for rows in (64, 32, 16) if torch.equal(_unpack(packed, *codes.shape, rows).to(torch.int32), codes)), None)
+
+
 def _packable(linear: nn.Linear) -> bool:
-    return linear.bias is None and linear.in_features % GROUP == 0 and linear.out_features % _BLOCK_ROWS == 0
+    rows = block_rows()
+    return rows is not None and linear.bias is None and linear.in_features % GROUP == 0 and linear.out_features % rows == 0
 
 
-def _unpack(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
-    """The kernel's layout -> codes (out, in): per block of 64 output rows, byte [k, j] holds
-    row j (low nibble) and row j + 32 (high nibble) of input k."""
-    blocks = packed.view(out_features // _BLOCK_ROWS, in_features, _BLOCK_ROWS // 2)
-    rows = torch.cat([blocks & 15, blocks >> 4], dim=2)  # (blocks, in, 64)
-    return rows.permute(0, 2, 1).reshape(out_features, in_features)
+def _unpack(packed: torch.Tensor, out_features: int, in_features: int, rows: int) -> torch.Tensor:
+    """The kernel's layout -> codes (out, in): per block of `rows` output rows, byte [k, j] holds
+    row j (low nibble) and row j + rows / 2 (high nibble) of input k."""
+    blocks = packed.view(out_features // rows, in_features, rows // 2)
+    codes = torch.cat([blocks & 15, blocks >> 4], dim=2)  # (blocks, in, rows)
+    return codes.permute(0, 2, 1).reshape(out_features, in_features)
 
 
 class Int4Linear(nn.Linear):
@@ -83,19 +99,20 @@ class Int4Linear(nn.Linear):
         return layer
 
     def codes(self) -> torch.Tensor:
-        return _unpack(self.weight, self.out_features, self.in_features).to(torch.int32)
+        return _unpack(self.weight, self.out_features, self.in_features, block_rows()).to(torch.int32)
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         """(out, in) weights in `dtype`, from the packed codes in one pass per nibble: a prompt's
         prefill calls this for every layer, so no full-size temporary is made on the way."""
-        blocks, groups = self.out_features // _BLOCK_ROWS, self.in_features // GROUP
+        rows = block_rows()
+        blocks, groups = self.out_features // rows, self.in_features // GROUP
         scales, zeros = self.scales_and_zeros.to(dtype).unbind(-1)  # (in / GROUP, out) each
         lows = zeros - 8 * scales  # each block's minimum: w = code * scale + min
         # Viewed as [block, nibble (rows j / j + 32), j, group, input in group]:
-        scales = scales.t().reshape(blocks, 2, _BLOCK_ROWS // 2, groups, 1)
-        lows = lows.t().reshape(blocks, 2, _BLOCK_ROWS // 2, groups, 1)
-        packed = self.weight.view(blocks, groups, GROUP, _BLOCK_ROWS // 2)  # [block, group, k, j]
-        weight = torch.empty(blocks, 2, _BLOCK_ROWS // 2, groups, GROUP, dtype=dtype, device=self.weight.device)
+        scales = scales.t().reshape(blocks, 2, rows // 2, groups, 1)
+        lows = lows.t().reshape(blocks, 2, rows // 2, groups, 1)
+        packed = self.weight.view(blocks, groups, GROUP, rows // 2)  # [block, group, k, j]
+        weight = torch.empty(blocks, 2, rows // 2, groups, GROUP, dtype=dtype, device=self.weight.device)
         for nibble, codes in enumerate((packed & 15, packed >> 4)):
             torch.addcmul(lows[:, nibble], codes.permute(0, 3, 1, 2), scales[:, nibble], out=weight[:, nibble])
         return weight.view(self.out_features, self.in_features)

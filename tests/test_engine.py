@@ -59,6 +59,11 @@ def test_quantized_bases_are_small_and_predict_like_the_full_precision_model(set
         assert layers and all(layer.weight.dtype == torch.int8 for layer in layers)
         assert isinstance(small.model.lm_head, Int8Linear)
     else:
+        from modeling.int4 import block_rows
+
+        if block_rows() is None:  # a CPU or torch whose packed layout modeling/int4.py does not know
+            assert not any(isinstance(m, Int4Linear) for m in small.model.modules())
+            pytest.skip("this CPU's int4 packed layout is unknown: every layer fell back to int8")
         full_layers = dict(full.model.model.layers.named_modules())
         layers = {n: m for n, m in small.model.model.layers.named_modules() if isinstance(m, Int4Linear)}
         assert len(layers) == 7 * len(small.model.model.layers), "every projection of every decoder layer is 4-bit"
