@@ -31,7 +31,7 @@ import functools
 import torch
 from torch import nn
 
-from modeling.int8 import Int8Linear
+from modeling.int8 import Int8Linear, quantize_linear_layers
 
 GROUP = 32  # input weights per scale: Q4_1's block
 _PROBE_ROWS = 128  # a multiple of every block size below, to find the kernel's block
@@ -108,7 +108,7 @@ class Int4Linear(nn.Linear):
         blocks, groups = self.out_features // rows, self.in_features // GROUP
         scales, zeros = self.scales_and_zeros.to(dtype).unbind(-1)  # (in / GROUP, out) each
         lows = zeros - 8 * scales  # each block's minimum: w = code * scale + min
-        # Viewed as [block, nibble (rows j / j + 32), j, group, input in group]:
+        # Viewed as [block, nibble (rows j / j + rows / 2), j, group, input in group]:
         scales = scales.t().reshape(blocks, 2, rows // 2, groups, 1)
         lows = lows.t().reshape(blocks, 2, rows // 2, groups, 1)
         packed = self.weight.view(blocks, groups, GROUP, rows // 2)  # [block, group, k, j]
@@ -127,18 +127,12 @@ class Int4Linear(nn.Linear):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
+def _int4_layer(linear: nn.Linear, is_head: bool) -> nn.Linear:
+    """The head stays int8 (Q8_0 in the GGUF), and so does a layer the 4-bit layout does not fit."""
+    return (None if is_head else Int4Linear.from_linear(linear)) or Int8Linear(linear)
+
+
 def quantize_linear_layers_int4(model: nn.Module) -> int:
-    """Every nn.Linear of `model`'s decoder layers to Int4Linear (int8 where the 4-bit layout
-    does not fit), the output head to int8; returns how many layers are 4-bit."""
-    head = model.get_output_embeddings()
-    if getattr(model.config, "tie_word_embeddings", False):
-        model.config.tie_word_embeddings = False  # the head gets its own int8 copy (modeling/int8.py)
-    four_bit = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is not nn.Linear:
-                continue
-            layer = None if child is head else Int4Linear.from_linear(child)
-            four_bit += layer is not None
-            setattr(module, name, layer or Int8Linear(child))
-    return four_bit
+    """Every nn.Linear of `model`'s decoder layers to Int4Linear, the output head to int8
+    (modeling/int8.py, which also unties a head tied to the embedding); returns how many."""
+    return quantize_linear_layers(model, _int4_layer)

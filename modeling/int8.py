@@ -51,18 +51,21 @@ class Int8Linear(nn.Linear):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-def quantize_linear_layers(model: nn.Module) -> int:
-    """Replace every nn.Linear of `model` (the output head too) by an Int8Linear; returns how many.
+def quantize_linear_layers(model: nn.Module, layer_for=None) -> int:
+    """Replace every nn.Linear of `model` (the output head too) by `layer_for(linear, is_head)`,
+    by default an Int8Linear (modeling/int4.py passes its own); returns how many.
 
-    A head tied to the input embedding gets its own int8 copy: the embedding is only indexed
+    A head tied to the input embedding gets its own quantized copy: the embedding is only indexed
     (a few rows per token), while the head reads all of it at every step.
     """
+    head = model.get_output_embeddings()
     if getattr(model.config, "tie_word_embeddings", False):
         model.config.tie_word_embeddings = False
+    layer_for = layer_for or (lambda linear, is_head: Int8Linear(linear))
     replaced = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is nn.Linear:
-                setattr(module, name, Int8Linear(child))
+                setattr(module, name, layer_for(child, child is head))
                 replaced += 1
     return replaced
