@@ -202,6 +202,7 @@ class LoraSection(Section):
     alpha: int
     dropout: float
     target_modules: str | list[str]
+    top_layers: int | None
 
 
 class RunSection(Section):

@@ -6,6 +6,7 @@ on a handful of rows and writes an adapter folder that the real chat engine then
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -22,7 +23,9 @@ TINY_RUN = dict(grad_accumulation=1, logging_steps=1, warmup_ratio=0.0, lr_sched
 TRAINING = {
     "seed": 7,
     "compute_dtype": "float32",
-    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+    # LoRA on the top 20 of SmolLM2's 30 layers, as the local profile: every adapter below
+    # (qlora, raft, reward, dpo) is trained, then served, without LoRA on layers 0-9.
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "top_layers": 20},
     "qlora": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 3, "eval_steps": 3, "batch_size": 1,
               "max_length": 192, "max_train_rows": 6, "max_eval_rows": 2},
     "raft": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 2, "eval_steps": 2, "batch_size": 1,
@@ -126,6 +129,14 @@ def dpo(demo, raft_adapter):
         "default_before": adapter_weights("default"),
         "raft_weights": raft_weights,
     }
+    # The fused-head call trl's DPO loss makes, next to the model's plain logits (no autocast: fp32).
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        fused = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                      fused_lm_head=True)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    facts["fused_head"] = fused, logits, labels
     result = run.train()
     facts["ref_after"] = adapter_weights("ref")
     facts["default_after"] = adapter_weights("default")
@@ -202,7 +213,28 @@ def test_qlora_writes_a_complete_adapter_with_its_metadata(qlora, demo):
     # all-linear: every projection of the attention and the MLP blocks is adapted.
     assert set(adapter_config["target_modules"]) >= {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                       "up_proj", "down_proj"}
+    assert metadata["training_config"]["lora"]["top_layers"] == 20
+    from safetensors import safe_open
+
+    with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
+        layers = {int(key.split(".layers.")[1].split(".")[0]) for key in weights.keys()}
+    assert layers == set(range(10, 30)), "LoRA must sit on the top 20 layers only"
     assert not list(folder.parent.glob(".qlora-*")), "scratch folders were left behind"
+
+
+def test_lora_on_more_layers_than_the_model_has_is_a_clear_error():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.config import LoraSettings
+    from training.errors import TrainingError
+    from training.model import lora_config
+
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=64))
+    lora = LoraSettings(r=8, alpha=16, dropout=0.0, target_modules="all-linear", top_layers=4)
+    with pytest.raises(TrainingError, match="top_layers is 4; this model has 3 decoder layers"):
+        lora_config(lora, model)
+    assert lora_config(dataclasses.replace(lora, top_layers=None), model).layers_to_transform is None
 
 
 def test_raft_trains_on_documents_with_the_documents_system_prompt(raft_adapter, demo):
@@ -238,6 +270,28 @@ def test_dpo_starts_from_the_raft_adapter_which_stays_its_frozen_reference(dpo, 
     assert result.metadata["method"] == "dpo"
     assert result.metadata["start_adapter"]["inputs_fingerprint"] == raft_adapter.metadata["inputs_fingerprint"]
     assert not (result.path / "ref").exists(), "only the policy adapter is saved"
+
+
+def test_the_cpu_dpo_scores_the_answer_positions_only_with_the_models_own_log_probs(dpo):
+    """On a CPU the DPO loss's fused-head call scores only the labelled (answer) positions
+    (training/completion_loss.py): the same log-probabilities, entropy and top-1 as the model's
+    own logits there, and zero at every other position, as trl's kernel returns them."""
+    import torch
+
+    fused, logits, labels = dpo[0]["fused_head"]
+    targets = labels[:, 1:]
+    mask = targets != -100
+    assert mask.any() and (~mask).any()
+    log_probs = logits[:, :-1].log_softmax(-1)
+    expected = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    assert fused.log_probs.shape == targets.shape
+    assert torch.allclose(fused.log_probs[mask], expected[mask], rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(fused.log_probs[~mask]) == 0
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    assert torch.allclose(fused.entropy[mask], entropy[mask], rtol=1e-4, atol=1e-4)
+    assert torch.equal(fused.is_top1[mask].bool(), logits[:, :-1].argmax(-1)[mask] == targets[mask])
+    # The per-sequence sums DPO compares: chosen and rejected rows alike.
+    assert torch.allclose(fused.log_probs.sum(1), (expected * mask).sum(1), rtol=1e-4, atol=1e-3)
 
 
 def test_rlhf_refuses_without_the_raft_adapter(tmp_path):

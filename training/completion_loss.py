@@ -13,6 +13,13 @@ in the head's own dtype with autocast off (fp32 on the CPU's float32 base, as tr
 computes it), then cross-entropy. The loss is the same sum over answer tokens divided by
 `num_items_in_batch` (or by this batch's answer tokens), so eval losses stay comparable with
 trl's. Written here because trl has no option for it; used only on a CPU (training/sft.py).
+
+DPO (and KTO) call the same fused head through the model: `model(..., labels=, fused_lm_head=True)`
+returns per-token log-probabilities, and on a CPU trl computes them (and the entropy and
+top-1 metrics) at every position of both answers, prompt and documents included, for the
+policy and again for the reference. `score_label_positions_only` makes that call score the
+labelled positions only, with the same outputs (zero elsewhere, as trl's), in the head's
+autocast dtype as trl's kernel runs it there.
 """
 
 from __future__ import annotations
@@ -57,3 +64,41 @@ def completion_loss_trainer(sft_trainer_class):
             return loss
 
     return CompletionLossSFTTrainer
+
+
+def score_label_positions_only(causal_lm) -> None:
+    """Replace trl's fused-head forward on `causal_lm` (patched by trl's DPO/KTO trainers) with
+    one that scores only the positions whose next token is a label. Calls without
+    `fused_lm_head`, with pre-shifted labels or with MoE router logits go to trl's own."""
+    import torch
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    trl_forward = causal_lm.forward
+    routed = bool(getattr(causal_lm.config.get_text_config(), "output_router_logits", False))
+
+    def forward(*args, fused_lm_head=False, labels=None, num_items_in_batch=None, **kwargs):
+        if not fused_lm_head or routed or kwargs.get("shift_labels") is not None or labels is None:
+            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels,
+                               num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = causal_lm.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        mask = targets != IGNORE_INDEX
+        logits = causal_lm.get_output_embeddings()(hidden[mask]).float()
+        log_probs = logits.log_softmax(-1)
+        picked = log_probs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            mean_logits = logits.mean(-1)
+            is_top1 = logits.argmax(-1) == targets[mask]
+
+        def per_token(values):  # (labelled positions,) -> (batch, seq_len - 1), zero elsewhere
+            return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+        token_log_probs = per_token(picked)
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-token_log_probs.sum() / count, log_probs=token_log_probs,
+                                   entropy=per_token(entropy), mean_logits=per_token(mean_logits),
+                                   is_top1=per_token(is_top1), label_mask=mask)
+
+    causal_lm.forward = forward

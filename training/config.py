@@ -26,6 +26,7 @@ class LoraSettings:
     alpha: int
     dropout: float
     target_modules: str | tuple[str, ...]
+    top_layers: int | None  # LoRA on the top N decoder layers only; None: on every layer
 
 
 @dataclasses.dataclass(frozen=True)

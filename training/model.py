@@ -8,6 +8,7 @@ import dataclasses
 from modeling.base_model import LoadedBase, ModelConfig, load_base
 from settings import Settings
 from training.config import LoraSettings, RunSettings, TrainingConfig
+from training.errors import TrainingError
 from training.precision import Precision, training_precision
 
 
@@ -58,9 +59,24 @@ def load_reward_base(settings: Settings, config: TrainingConfig, run: RunSetting
     return model, tokenizer, loaded.device, precision
 
 
-def lora_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
+def lora_config(lora: LoraSettings, model, task_type: str = "CAUSAL_LM"):
+    """peft's LoraConfig for `lora` on `model`. With `top_layers`, LoRA sits on the top decoder
+    layers only: nothing below them needs a gradient, so autograd's backward stops there (a
+    step's cost falls with the layers it skips)."""
+    import torch
     from peft import LoraConfig
 
     target = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+    layers = {}
+    if lora.top_layers is not None:
+        num_layers = model.config.get_text_config().num_hidden_layers
+        if not 1 <= lora.top_layers <= num_layers:
+            raise TrainingError(f"training.lora.top_layers is {lora.top_layers}; this model has {num_layers} "
+                                f"decoder layers (use 1..{num_layers}, or null for every layer)")
+        layers = {"layers_to_transform": list(range(num_layers - lora.top_layers, num_layers)),
+                  "layers_pattern": "layers"}  # the ModuleList name in HF decoders (model.layers.N)
+        if target == "all-linear":  # peft takes a layer list only with named targets: name them
+            target = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                             if isinstance(module, torch.nn.Linear) and ".layers." in name})
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target,
-                      bias="none", task_type=task_type)
+                      bias="none", task_type=task_type, **layers)

@@ -163,7 +163,7 @@ def prepare_sft(settings: Settings, method: str, *, max_steps: int | None = None
     # On a CPU trl's fused head scores every position in fp32: see training/completion_loss.py.
     trainer_class = completion_loss_trainer(SFTTrainer) if base.device == "cpu" else SFTTrainer
     trainer = trainer_class(model=base.model, args=args, train_dataset=train, eval_dataset=validation,
-                         processing_class=base.tokenizer, peft_config=lora_config(config.lora),
+                         processing_class=base.tokenizer, peft_config=lora_config(config.lora, base.model),
                          callbacks=[progress_callback(method), *callbacks])
     return SftRun(settings, method, config, run_settings, trainer, fingerprint, data_record, output, clock, scratch,
                   base.precision)

@@ -11,6 +11,7 @@ from modeling.adapters import next_adapter_version, publish_adapter_version
 from settings import Settings
 from training.adapter_output import TrainingResult, build_metadata, inputs_fingerprint, write_adapter
 from training.errors import TrainingError
+from training.completion_loss import score_label_positions_only
 from training.model import load_training_base
 from training.runs import (
     Stopwatch,
@@ -123,6 +124,8 @@ def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Pat
                               base.precision, max_length=run_settings.max_length, beta=run_settings.beta)
     trainer = DPOTrainer(model=policy, args=args, train_dataset=train, eval_dataset=validation,
                          processing_class=base.tokenizer, callbacks=[progress_callback("dpo")])
+    if base.device == "cpu":  # trl scores every position there: see training/completion_loss.py
+        score_label_positions_only(trainer.model.get_base_model())
     if "ref" not in trainer.model.peft_config:
         raise TrainingError("trl did not create the frozen reference adapter; DPO would be anchored to the bare base")
     for name, param in trainer.model.named_parameters():

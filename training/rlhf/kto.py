@@ -11,6 +11,7 @@ from raft import system_prompt_with_documents
 from settings import Settings
 from training.datasets.config import TRAIN
 from training.examples import load_splits, with_system_prompt
+from training.completion_loss import score_label_positions_only
 from training.model import load_training_base
 from training.runs import Stopwatch, progress_callback, set_seed, training_arguments
 from training.config import TrainingConfig
@@ -81,6 +82,8 @@ def prepare_kto(settings: Settings, *, max_steps: int | None = None, output: Pat
                               base.precision, max_length=run_settings.max_length, beta=run_settings.beta)
     trainer = KTOTrainer(model=policy, args=args, train_dataset=train, eval_dataset=validation,
                          processing_class=base.tokenizer, callbacks=[progress_callback("kto")])
+    if base.device == "cpu":  # trl scores every position there: see training/completion_loss.py
+        score_label_positions_only(trainer.model.get_base_model())
     for name, param in trainer.model.named_parameters():
         if ".ref." in name:
             param.requires_grad_(False)

@@ -82,7 +82,7 @@ def train_reward(settings: Settings, *, max_steps: int | None = None, output: Pa
         args = training_arguments(RewardConfig, run_settings, Path(scratch), config.seed, device, precision,
                                   max_length=run_settings.max_length)
         trainer = RewardTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
-                                processing_class=tokenizer, peft_config=lora_config(config.lora, "SEQ_CLS"),
+                                processing_class=tokenizer, peft_config=lora_config(config.lora, model, "SEQ_CLS"),
                                 callbacks=[progress_callback(REWARD_ADAPTER)])
         dropped = {TRAIN: len(train) - len(trainer.train_dataset), VALIDATION: len(validation) - len(trainer.eval_dataset)}
         print(f"reward: pairs longer than max_length={run_settings.max_length} dropped by trl: "
