@@ -391,13 +391,19 @@ def test_4_the_app_engine_swaps_in_the_new_version_mid_stream_and_the_next_battl
 
     settings = loop_settings(home)
     assert app_engine.adapter_versions["rlhf"] == 1
-    greedy = {"temperature": 0, "max_new_tokens": 300}  # still decoding at the swap (see above)
-    expected = app_engine.complete(QUESTION, "rlhf", **greedy)
-    assert len(app_engine.tokenizer(expected)["input_ids"]) > 150, expected
-    stream = app_engine.generate(QUESTION, "rlhf", **greedy)
+    question = [{"role": "user", "content": CHAT_QUESTION}]  # asks for a long answer
+    greedy = {"temperature": 0, "max_new_tokens": 300}
+    expected = app_engine.complete(question, "rlhf", **greedy)
+    assert len(app_engine.tokenizer(expected)["input_ids"]) > 8, expected
+    stream = app_engine.generate(question, "rlhf", **greedy)
     first = next(stream)
     assert app_engine.refresh_adapters(settings.path("adapters")) == {"rlhf": 3}
+    # Version 1's slot ("rlhf") is still attached after the swap only while a row runs on it:
+    # the stream was under way at the swap (whatever the trained model's answer length).
+    assert app_engine.loaded_slots == ["raft", "rlhf", "rlhf@3"], app_engine.loaded_slots
     assert first + "".join(stream) == expected  # the stream under way finished normally
+    # and its old version leaves with its last row (dropped right after that step, on the worker thread)
+    assert _wait_for(lambda: app_engine.loaded_slots == ["raft", "rlhf@3"], 10), app_engine.loaded_slots
     store = open_vote_store(settings)
     try:
         arena = Arena(app_engine, store, None, ArenaConfig.from_settings(settings))
