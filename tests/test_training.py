@@ -23,8 +23,8 @@ TINY_RUN = dict(grad_accumulation=1, logging_steps=1, warmup_ratio=0.0, lr_sched
 TRAINING = {
     "seed": 7,
     "compute_dtype": "float32",
-    # LoRA on the top 20 of SmolLM2's 30 layers, as the local profile: every adapter below
-    # (qlora, raft, reward, dpo) is trained, then served, without LoRA on layers 0-9.
+    # LoRA on the top 20 of SmolLM2's 30 layers (the local profile puts it on all 30): every adapter
+    # below (qlora, raft, reward, dpo) is trained, then served, without LoRA on layers 0-9.
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "top_layers": 20},
     "qlora": {**TINY_RUN, "learning_rate": 3e-3, "max_steps": 3, "eval_steps": 3, "batch_size": 1,
               "max_length": 192, "max_train_rows": 6, "max_eval_rows": 2},
