@@ -27,22 +27,29 @@ from __future__ import annotations
 IGNORE_INDEX = -100  # transformers' label for positions without a loss
 
 
+def _labelled_hidden_states(causal_lm, labels, *args, **kwargs):
+    """The backbone's hidden states at the positions whose next token is a label, those labels,
+    and where they are (a (batch, seq_len - 1) mask): what both losses below put the head on."""
+    kwargs["use_cache"] = False
+    hidden = causal_lm.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # the stack under the head
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    return hidden[mask], targets[mask], mask
+
+
 def completion_nll(model, inputs, num_items_in_batch=None):
     """The batch's loss: the negative log-likelihood of its labelled tokens, summed, divided by
     `num_items_in_batch` (or by this batch's labelled tokens)."""
     import torch
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = causal_lm.base_model  # transformers' name for the decoder stack under the head
-    hidden = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                      use_cache=False).last_hidden_state
-    targets = inputs["labels"][:, 1:]
-    keep = targets != IGNORE_INDEX
+    hidden, targets, mask = _labelled_hidden_states(causal_lm, inputs["labels"], input_ids=inputs["input_ids"],
+                                                   attention_mask=inputs.get("attention_mask"))
     head = causal_lm.get_output_embeddings()
     with torch.autocast(hidden.device.type, enabled=False):
-        logits = head(hidden[:, :-1][keep].to(head.weight.dtype)).float()
-    nll = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
-    count = keep.sum() if num_items_in_batch is None else num_items_in_batch
+        logits = head(hidden.to(head.weight.dtype)).float()
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    count = mask.sum() if num_items_in_batch is None else num_items_in_batch
     return nll / torch.as_tensor(count, device=nll.device).clamp(min=1)
 
 
@@ -80,17 +87,14 @@ def score_label_positions_only(causal_lm) -> None:
         if not fused_lm_head or routed or kwargs.get("shift_labels") is not None or labels is None:
             return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels,
                                num_items_in_batch=num_items_in_batch, **kwargs)
-        kwargs["use_cache"] = False
-        hidden = causal_lm.base_model(*args, **kwargs).last_hidden_state[:, :-1]
-        targets = labels[:, 1:]
-        mask = targets != IGNORE_INDEX
-        logits = causal_lm.get_output_embeddings()(hidden[mask]).float()
+        hidden, targets, mask = _labelled_hidden_states(causal_lm, labels, *args, **kwargs)
+        logits = causal_lm.get_output_embeddings()(hidden).float()  # under autocast, as trl's kernel
         log_probs = logits.log_softmax(-1)
-        picked = log_probs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+        picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
             entropy = -(log_probs.exp() * log_probs).sum(-1)
             mean_logits = logits.mean(-1)
-            is_top1 = logits.argmax(-1) == targets[mask]
+            is_top1 = logits.argmax(-1) == targets
 
         def per_token(values):  # (labelled positions,) -> (batch, seq_len - 1), zero elsewhere
             return values.new_zeros(mask.shape).masked_scatter(mask, values)
