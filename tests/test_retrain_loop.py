@@ -193,11 +193,12 @@ def test_a_hot_swap_lets_the_stream_under_way_finish_on_the_old_version(swap_eng
     from modeling.adapters import publish_adapter_version
 
     engine, root = swap_engine
-    # Long enough that the row is still decoding when the swap takes the model lock, on a fast CPU too.
+    # The swap takes the model lock between two decode steps, so any answer of more than a few
+    # tokens is still decoding then; the draining slot below says it was.
     greedy = {"temperature": 0, "max_new_tokens": 300}
     assert engine.adapter_versions["rlhf"] == 1
     expected_v1 = engine.complete(QUESTION, "rlhf", **greedy)
-    assert len(engine.tokenizer(expected_v1)["input_ids"]) > 150, expected_v1
+    assert len(engine.tokenizer(expected_v1)["input_ids"]) > 8, expected_v1
     ids = engine.build_prompt(QUESTION)
     logits_v1 = engine.score_rows([(ids, "rlhf")])[0]
 
