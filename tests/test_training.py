@@ -137,6 +137,7 @@ def dpo(demo, raft_adapter):
                       fused_lm_head=True)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
     facts["fused_head"] = fused, logits, labels
+    facts["eval_at_start"] = run.trainer.evaluate()  # what trl measures at step 0 (the run records it unmeasured)
     result = run.train()
     facts["ref_after"] = adapter_weights("ref")
     facts["default_after"] = adapter_weights("default")
@@ -270,6 +271,23 @@ def test_dpo_starts_from_the_raft_adapter_which_stays_its_frozen_reference(dpo, 
     assert result.metadata["method"] == "dpo"
     assert result.metadata["start_adapter"]["inputs_fingerprint"] == raft_adapter.metadata["inputs_fingerprint"]
     assert not (result.path / "ref").exists(), "only the policy adapter is saved"
+
+
+def test_dpos_step_0_evaluation_is_recorded_as_trl_measures_it_without_running_it(dpo):
+    import json
+
+    from training.rlhf.dpo import DPO_EVAL_AT_START
+
+    facts, result = dpo
+    measured = facts["eval_at_start"]
+    assert measured["eval_loss"] == pytest.approx(DPO_EVAL_AT_START["eval_loss"], abs=1e-4)
+    assert measured["eval_rewards/accuracies"] == 0.0 and abs(measured["eval_rewards/margins"]) < 1e-4
+    history = json.loads((result.path / "log_history.json").read_text())
+    assert history[0] == DPO_EVAL_AT_START  # the loss curve's "before" point
+    assert [e["step"] for e in history if "eval_loss" in e][:2] != [0, 0], "step 0 was evaluated as well"
+    metrics = result.metadata["metrics"]
+    assert metrics["eval_loss_before"] == DPO_EVAL_AT_START["eval_loss"] and metrics["preference_accuracy_before"] == 0.0
+    assert metrics["eval_before"].startswith("by construction")
 
 
 def test_the_cpu_dpo_scores_the_answer_positions_only_with_the_models_own_log_probs(dpo):
