@@ -70,21 +70,22 @@ class DpoRun:
     precision: object = None
     publish: bool = True  # without `output`: make the new version the served one once written
     method: str = "dpo"  # or "kto" (prepare_kto: the same run, trl's KTOTrainer)
+    eval_at_start: dict | None = None  # the step-0 eval point when it is known without running it
 
     def train(self) -> TrainingResult:
         try:
             self.trainer.train()
             final = final_evaluation(self.trainer)
             history = list(self.trainer.state.log_history)
-            if self.method == "dpo":
-                history.insert(0, dict(DPO_EVAL_AT_START))
+            if self.eval_at_start is not None:  # the trainer did not evaluate at step 0
+                history.insert(0, dict(self.eval_at_start))
             accuracy = [e["eval_rewards/accuracies"] for e in history if "eval_rewards/accuracies" in e]  # DPO only
             metrics = {**loss_summary(history), "eval_loss_after": float(final["eval_loss"]),
                        "preference_accuracy_before": accuracy[0] if accuracy else None,
                        "preference_accuracy": accuracy[-1] if accuracy else None,
                        "train_pairs": len(self.trainer.train_dataset), "eval_pairs": len(self.trainer.eval_dataset),
                        "steps": self.trainer.state.global_step, "train_seconds": round(self.clock.seconds, 1)}
-            if self.method == "dpo":
+            if self.eval_at_start is not None:
                 metrics["eval_before"] = "by construction: the policy is the reference at step 0"
             metadata = build_metadata(
                 settings=self.settings, method=self.method, name=RLHF_ADAPTER, run=self.run_settings, config=self.config,
@@ -149,4 +150,4 @@ def prepare_dpo(settings: Settings, *, max_steps: int | None = None, output: Pat
             param.requires_grad_(False)  # the reference never moves (trl only reads it under no_grad)
     data = data_record(settings, config, preference_fingerprints(settings, config), rows)
     return DpoRun(settings, config, run_settings, trainer, start, fingerprint, data, output, clock, scratch,
-                  base.precision, publish)
+                  base.precision, publish, eval_at_start=DPO_EVAL_AT_START)
