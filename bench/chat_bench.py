@@ -110,13 +110,19 @@ def bench_hf_generate(engine, name: str, tokens: int, repeats: int) -> None:
     import torch
 
     ids = torch.tensor([engine.build_prompt(QUESTION)])
-    rates = []
-    with engine.model_lock, torch.inference_mode():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                        min_new_tokens=tokens, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
-            rates.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - start))
+
+    def generate_rates() -> list[float]:
+        rates = []
+        with torch.inference_mode():
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                            min_new_tokens=tokens, do_sample=False,
+                                            pad_token_id=engine.tokenizer.pad_token_id)
+                rates.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - start))
+        return rates
+
+    rates = engine.run_on_model_thread(generate_rates)  # with the threads the engine's own loop has
     line(f"chat tokens/s [{name}, transformers generate]", statistics.median(rates), "tok/s", "the engine before its own loop")
 
 

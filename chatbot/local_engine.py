@@ -9,6 +9,11 @@ stopped row leaves at once. Decoding on a CPU or a GPU is bound by reading the w
 of eight rows costs little more than a step of one: under load, users share steps instead of
 queueing behind each other, and an idle engine starts a request at once.
 
+On a CPU the worker is the only thread of the process that computes with several OpenMP threads:
+the model is loaded and calibrated on a short-lived thread, scoring runs on the worker between
+steps, and every other thread keeps to one (chatbot/model_thread.py: with a second pool, decoding
+took 2.4x as long).
+
 The decode loop is our own (chatbot/decode.py, which says why): a row's tokens are those of its
 solo run up to float rounding (batched matmuls of other shapes may sum in another order; on CPUs
 with AVX-512/AMX that is ~1e-4 in the logits, which can flip a late near-tie).
@@ -22,12 +27,14 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from chatbot.calibration import load_serving_base
 from chatbot.decode import DecodeBatch
 from chatbot.engine_protocol import WholeAnswers
+from chatbot.model_thread import claim_cores, on_a_thread_of_its_own, use_cores_here
 from chatbot.prompts import build_prompt
 from chatbot.sampling import GenerationError, SamplingConfig
 from chatbot.scheduler import END, BatchLimits, EngineStats, Request, Scheduler
@@ -41,9 +48,11 @@ from modeling.adapters import (
     current_adapter_version,
     versioned_name,
 )
-from modeling.base_model import LoadedBase, ModelConfig
+from modeling.base_model import LoadedBase, ModelConfig, resolve_device
 from modeling.multi_lora import pack_adapters
 from settings import Settings
+
+T = TypeVar("T")
 
 
 class ChatEngine(WholeAnswers):
@@ -60,11 +69,14 @@ class ChatEngine(WholeAnswers):
         max_queued_requests: int,
         inline: bool | None = None,
         gpu_duration_s: int | None = None,
+        model_threads: int | None = None,
     ):
         """`max_batch_rows`: most rows decoded together (1: one answer at a time);
         `max_cached_tokens` / `max_queued_requests`: see chatbot/scheduler.py.
         `inline`: generate in the caller's call instead of the worker; None = only on ZeroGPU.
-        `gpu_duration_s`: ZeroGPU seconds one request may hold the GPU (None: the Space default)."""
+        `gpu_duration_s`: ZeroGPU seconds one request may hold the GPU (None: the Space default).
+        `model_threads`: on a CPU, the threads the worker computes with, every other thread
+        keeping to one (chatbot/model_thread.py); None: claim_cores() decides."""
         self._model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.base_model_id = loaded.model_id
@@ -94,6 +106,7 @@ class ChatEngine(WholeAnswers):
         self._model_lock = threading.Lock()
         self._batches: list[DecodeBatch] = []  # live decode batches, told when the model changes
         self.inline = on_zero_gpu() if inline is None else inline
+        self._model_threads: int | None = None
         self._scheduler = self._new_scheduler()
         if self.inline:
             # Wrapped once, at start-up: ZeroGPU wants its GPU functions known before launch.
@@ -101,10 +114,19 @@ class ChatEngine(WholeAnswers):
             self._worker = None
         else:
             batch = self._new_batch()
+            if self.device == "cpu" and model_threads is None:
+                model_threads = claim_cores()
+            self._model_threads = model_threads
             self._worker = threading.Thread(
-                target=self._scheduler.run, args=(batch, self._model_lock), name="wayfarer-generation", daemon=True
+                target=self._serve, args=(batch, model_threads), name="wayfarer-generation", daemon=True
             )
             self._worker.start()
+
+    def _serve(self, batch: DecodeBatch, model_threads: int | None) -> None:
+        """The worker: every decode step and scoring pass of this engine runs here."""
+        if model_threads is not None:
+            use_cores_here(model_threads)
+        self._scheduler.run(batch, self._model_lock)
 
     # ----------------------------------------------------------------------------- set-up
     @classmethod
@@ -112,14 +134,23 @@ class ChatEngine(WholeAnswers):
         """Load the configured base model, then every configured adapter that is servable."""
         model_config = ModelConfig.from_settings(settings)
         runtime = settings.config.runtime
+        model_threads = None
+        if resolve_device(model_config.device) == "cpu":
+            # Loaded and calibrated on a thread of its own, so that no thread but the worker
+            # keeps a pool of OpenMP threads (chatbot/model_thread.py says why).
+            model_threads = claim_cores()
+            loaded = on_a_thread_of_its_own(lambda: load_serving_base(settings), model_threads)
+        else:
+            loaded = load_serving_base(settings)
         engine = cls(
-            load_serving_base(settings),
+            loaded,
             system_prompt=model_config.system_prompt,
             sampling=SamplingConfig.from_settings(settings),
             max_batch_rows=runtime.max_batch_rows,
             max_cached_tokens=runtime.max_cached_tokens,
             max_queued_requests=runtime.max_queued_requests,
             gpu_duration_s=runtime.zero_gpu_duration_s,
+            model_threads=model_threads,
         )
         root = adapters_dir or settings.path("adapters")
         for name in model_config.adapters:
@@ -390,16 +421,34 @@ class ChatEngine(WholeAnswers):
         kwargs = {}
         if self._adapters:
             kwargs["adapter_names"] = [PEFT_BASE_NAME if a == BASE_ADAPTER else self._slot_of(a) for _, a in rows]
-        device = self._model.device
-        with self._model_lock, torch.inference_mode():
-            logits = self._model(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                position_ids=position_ids.to(device),
-                use_cache=False,
-                **kwargs,
-            ).logits
-        return [logits[i, width - len(ids):].float().cpu() for i, (ids, _) in enumerate(rows)]
+        def forward() -> list:
+            device = self._model.device
+            with torch.inference_mode():
+                logits = self._model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    position_ids=position_ids.to(device),
+                    use_cache=False,
+                    **kwargs,
+                ).logits
+            return [logits[i, width - len(ids):].float().cpu() for i, (ids, _) in enumerate(rows)]
+
+        return self.run_on_model_thread(forward)
+
+    def run_on_model_thread(self, job: Callable[[], T]) -> T:
+        """Run `job()` where this engine computes, holding the model lock, and return its result:
+        on the worker between two decode steps (the one thread with several OpenMP threads:
+        chatbot/model_thread.py), or in the caller when the engine generates inline. Other work on
+        the served model (scoring, benchmarks) runs at the engine's speed this way."""
+        if self._worker is None:
+            with self._model_lock:
+                return job()
+        return self._scheduler.call(job)
+
+    @property
+    def model_threads(self) -> int | None:
+        """The threads the worker computes with on a CPU (None: not set by the engine)."""
+        return self._model_threads
 
     def close(self) -> None:
         """Stop the worker after the requests already running and queued."""

@@ -4,6 +4,8 @@ Requests wait in a queue; between two decode steps the worker admits every waiti
 fits (FIFO, so nobody is overtaken forever), prefills them in one pass and they join the next
 step; a row that finished, or whose caller went away (Stop), leaves at once and frees its slot.
 All rows of a request are admitted together (an arena battle's two answers start together).
+Other work on the model (`call`: teacher-forced scoring, benchmarks) runs on the same worker
+between two steps, so that one thread does all of the engine's computing (chatbot/model_thread.py).
 
 Limits, each refused with a clear GenerationError instead of running out of memory:
 - `max_batch_rows`: rows decoded together;
@@ -19,12 +21,15 @@ import dataclasses
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
 
 from chatbot.decode import DecodeBatch, Row, RowSink
 from chatbot.sampling import GenerationError, SamplingConfig
 from chatbot.streaming import RowTextDecoder
 
 END = object()  # end-of-stream marker on a request's output queue
+T = TypeVar("T")
 
 
 class EngineBusyError(GenerationError):
@@ -115,6 +120,7 @@ class Scheduler:
         self.resolve = resolve
         self.after_step = after_step
         self._pending: list[Request] = []
+        self._jobs: list[tuple[Callable[[], object], Future]] = []  # see call()
         self._condition = threading.Condition()
         self._closed = False
 
@@ -145,6 +151,18 @@ class Scheduler:
                 raise reason
             self._pending.append(request)
             self._condition.notify()
+
+    def call(self, job: Callable[[], T]) -> T:
+        """Run `job()` on the worker thread between two steps, holding the model lock, and return
+        its result (or raise its error). Other model work (teacher-forced scoring) goes through
+        here so that only the worker ever computes with several threads (chatbot/model_thread.py)."""
+        future: Future = Future()
+        with self._condition:
+            if self._closed:
+                raise GenerationError("the engine is closed")
+            self._jobs.append((job, future))
+            self._condition.notify()
+        return future.result()
 
     def close(self) -> None:
         """Let the loop end once the running and waiting requests are answered."""
@@ -177,12 +195,18 @@ class Scheduler:
         """Serve until closed (or, with `until_idle`, until nothing is running or waiting)."""
         while True:
             with self._condition:
-                while not len(batch) and not self._pending:
+                while not len(batch) and not self._pending and not self._jobs:
                     if self._closed or until_idle:
                         return
                     self._condition.wait()
                 newcomers = self._admit(batch)
+                jobs, self._jobs = self._jobs, []
             with model_lock:
+                for job, future in jobs:
+                    try:
+                        future.set_result(job())
+                    except BaseException as err:  # the caller's error, never the worker's
+                        future.set_exception(err)
                 self._iterate(batch, newcomers)
                 if self.after_step is not None:
                     self.after_step()

@@ -71,8 +71,9 @@ class Progress:
             self(stage, done, len(items))
 
 
-def machine_description() -> str:
-    """The CPU (and GPU) the run's timings were measured on, e.g. for the report's run line."""
+def machine_description(threads: int | None = None) -> str:
+    """The CPU (and GPU) the run's timings were measured on, e.g. for the report's run line;
+    `threads`: those the model computed with (a local engine's `model_threads`), else torch's count."""
     import torch
 
     from chatbot.calibration import cpu_model
@@ -81,4 +82,4 @@ def machine_description() -> str:
     found = [f for f in ("avx512f", "avx512_bf16", "amx_tile") if f in cpu_flags()]
     flags = f" ({', '.join(found)})" if found else " (no AVX-512)"
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu_model()}{flags}, {torch.get_num_threads()} torch threads{gpu}"
+    return f"{cpu_model()}{flags}, {threads or torch.get_num_threads()} torch threads{gpu}"

@@ -169,7 +169,7 @@ def run_evaluation(
         "judge": judge_section,
         "reddit_preference": reddit,
         "stats": dataclasses.asdict(stats),
-        "machine": machine_description(),
+        "machine": machine_description(getattr(engine, "model_threads", None)),
         "notices": notices,
     }
     path = write_text_atomic(config.directory / RESULTS_FILE, json.dumps(results, indent=1, ensure_ascii=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -384,3 +385,56 @@ def test_on_zero_gpu_each_request_is_generated_inside_a_spaces_gpu_call(engine, 
     finally:
         zero.close()
         monkeypatch.delitem(sys.modules, "spaces")
+
+
+THREAD_PROBE = """
+import json, threading
+from settings import apply_runtime, load_settings
+settings = load_settings()
+apply_runtime(settings)
+import torch
+configured = torch.get_num_threads()
+from chatbot import ChatEngine
+engine = ChatEngine.from_settings(settings)
+question = [{"role": "user", "content": "Is Lisbon rainy in March?"}]
+answer = "".join(engine.generate(question, "base", temperature=0, max_new_tokens=8))
+engine.score_rows([(engine.build_prompt(question), "base")])
+seen = []
+later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+later.start()
+later.join()
+print(json.dumps({"configured": configured, "model_threads": engine.model_threads, "main": torch.get_num_threads(),
+                  "worker": engine.run_on_model_thread(torch.get_num_threads), "later_thread": seen[0],
+                  "worker_name": engine.run_on_model_thread(lambda: threading.current_thread().name),
+                  "answer": answer}))
+"""
+
+
+def test_only_the_engines_worker_computes_with_several_threads(settings, tmp_path):
+    """libgomp keeps a pool of OpenMP threads per thread that ran a multi-threaded op, and two pools
+    on two cores sleep between ops (chatbot/model_thread.py): the worker takes the configured
+    threads; the main thread, and any thread started later (Gradio's, the embedder's), keep to one.
+    In a process of its own, as an app's: this test session's main thread trains and scores too."""
+    import subprocess
+    import sys
+
+    from tests.conftest import MODELS_CACHE, REPO, settings_env
+
+    env = {**os.environ, "WAYFARER_PROFILE": "local", "PYTHONPATH": str(REPO),
+           **settings_env({"paths": {"home": str(tmp_path), "models": str(MODELS_CACHE)},
+                           "runtime": {"torch_threads": 2}, "model": {"quantization": "none", "adapters": []}})}
+    done = subprocess.run([sys.executable, "-c", THREAD_PROBE], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["answer"].strip(), "the engine must have answered"
+    assert seen["configured"] == seen["model_threads"] == seen["worker"] == 2, seen
+    assert seen["worker_name"] == "wayfarer-generation", seen
+    assert seen["main"] == seen["later_thread"] == 1, seen
+
+
+def test_work_run_on_the_model_thread_returns_its_result_or_raises_its_error_and_serving_goes_on(engine):
+    assert engine.run_on_model_thread(lambda: 41 + 1) == 42
+    with pytest.raises(ZeroDivisionError):
+        engine.run_on_model_thread(lambda: 1 / 0)
+    assert "".join(engine.generate(QUESTION, "base", **GREEDY)).strip()
