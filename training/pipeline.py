@@ -195,13 +195,24 @@ def _evaluation_exists(settings: Settings) -> bool:
 
 
 def _run_evaluate(settings: Settings) -> None:
+    """In a spawned process of its own: this one trained the reward model and DPO with every core,
+    and that thread's OpenMP pool would slow the serving engine's (chatbot/model_thread.py)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_evaluate_here, settings).result()
+
+
+def _evaluate_here(settings: Settings) -> None:
     from evaluation.runner import run_and_report
 
+    apply_runtime(settings)
     result, report = run_and_report(settings)
-    print(result.stats.summary())
+    print(result.stats.summary(), flush=True)
     for notice in result.notices:
-        print(f"note: {notice}")
-    print(f"report: {report} (the app's Evaluation tab)")
+        print(f"note: {notice}", flush=True)
+    print(f"report: {report} (the app's Evaluation tab)", flush=True)
 
 
 def _adapter_current(settings: Settings, name: str, fingerprint: str) -> bool:
