@@ -20,8 +20,11 @@ embedding, attention projections, MLP, head), so the loop keeps full control at 
 - prefill runs the newcomers' prompts right-padded (causal attention never looks right, so a row
   never sees padding), computes the head only at each row's last token, and writes their keys and
   values into fresh slots.
-- the projections of LoRA-wrapped layers get `adapter_names`, one per row: modeling/multi_lora.py
-  answers all adapters of a batch in two matmuls per layer.
+- Q, K and V, and gate and up, run as one layer each (`SiblingProjections`, modeling/fused.py),
+  and their adapters as one packed group: modeling/multi_lora.py answers all adapters of a batch,
+  each row its own, in one product for the group's A's and one per layer for its B. On the AMX
+  Xeon this took a step from 17.9 to 14.7 ms for the bare base and from 25.4 to 21.3 ms for one
+  row with an adapter (128 fewer operations a step).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from __future__ import annotations
 import torch
 
 from modeling.adapters import PEFT_BASE_NAME
+from modeling.fused import fused_linear
+from modeling.multi_lora import packed_group
 
 CAPACITY_CHUNK = 256  # tokens the cache grows by (re-allocating and copying the used part)
 
@@ -146,6 +151,45 @@ def _one_pass_rotary(rotate, heads: int, kv_heads: int, head_dim: int, dtype, de
     return one_pass if exact else rotate
 
 
+def project(module, x, adapter_names):
+    """`module(x)`, giving a LoRA layer each row's adapter."""
+    if adapter_names is not None and hasattr(module, "lora_A"):
+        return module(x, adapter_names=list(adapter_names))
+    return module(x)
+
+
+class SiblingProjections:
+    """Linear layers of one decoder layer that read the same input (Q, K, V; gate, up; or one
+    alone), computed together where they can be: their base layers as one fused layer
+    (modeling/fused.py) and their adapters as one packed group (modeling/multi_lora.py). Where
+    either cannot be (bitsandbytes' 4-bit layers, an adapter that is not packed, a row naming an
+    adapter these layers lack), each layer runs on its own, as transformers would run it."""
+
+    def __init__(self, modules: list):
+        self.modules = modules
+        bases = [m.base_layer if hasattr(m, "base_layer") else m for m in modules]
+        self.sizes = [b.out_features for b in bases]
+        self.fused = fused_linear(bases)
+        self.has_lora = any(hasattr(m, "lora_A") for m in modules)
+        self.lora = packed_group(modules) if self.fused is not None and self.has_lora else None
+
+    def __call__(self, x, adapters: tuple[str, ...] | None) -> list:
+        """Each layer's output for `x`; `adapters`: each row's peft adapter name (None: no adapters)."""
+        if self.fused is not None:
+            if not self.has_lora:
+                mask = None
+            elif adapters is None or self.lora is None:
+                mask = False  # peft's own forward (its active adapter, or layers not packed together)
+            else:
+                mask = self.lora.mask(adapters)  # False: a row's adapter is not packed here
+            if mask is not False:
+                out = self.fused(x)
+                if mask is not None:
+                    self.lora.add_to(x, out, mask)
+                return out.split(self.sizes, dim=-1) if len(self.sizes) > 1 else [out]
+        return [project(m, x, adapters) for m in self.modules]
+
+
 class ModelRunner:
     """Forward passes of a Llama-family causal LM (Llama, SmolLM2, Mistral) over a SlotCache."""
 
@@ -165,40 +209,42 @@ class ModelRunner:
         self.device = inner.embed_tokens.weight.device
         self.rotary = _one_pass_rotary(apply_rotary_pos_emb, self.heads, self.kv_heads, self.head_dim, self.dtype, self.device)
         self.rms_norm = _fused_norm(inner.norm, config.hidden_size)
+        self.projections = [
+            (SiblingProjections([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+             SiblingProjections([layer.self_attn.o_proj]),
+             SiblingProjections([layer.mlp.gate_proj, layer.mlp.up_proj]),
+             SiblingProjections([layer.mlp.down_proj]))
+            for layer in inner.layers
+        ]
 
     def new_cache(self) -> SlotCache:
         layers = len(self.causal_lm.model.layers)
         return SlotCache(layers, self.kv_heads, self.head_dim, self.dtype, self.device)
 
     # ----------------------------------------------------------------------------- layers
-    @staticmethod
-    def _project(module, x, adapter_names):
-        if adapter_names is not None and hasattr(module, "lora_A"):
-            return module(x, adapter_names=adapter_names)
-        return module(x)
-
     def _layers(self, hidden, positions, adapter_names, attend):
         """Run every decoder layer; `attend(layer index, q, k, v)` returns the attention output."""
         inner = self.causal_lm.model
         cos, sin = inner.rotary_emb(hidden, positions)
         rows, tokens, _ = hidden.shape
+        adapters = None if adapter_names is None else tuple(adapter_names)
         for index, layer in enumerate(inner.layers):
-            attention, mlp = layer.self_attn, layer.mlp
+            qkv, o, gate_up, down = self.projections[index]
             x = self.rms_norm(layer.input_layernorm, hidden)
-            q = self._project(attention.q_proj, x, adapter_names).view(rows, tokens, self.heads, self.head_dim).transpose(1, 2)
-            k = self._project(attention.k_proj, x, adapter_names).view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = self._project(attention.v_proj, x, adapter_names).view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k, v = qkv(x, adapters)
+            q = q.view(rows, tokens, self.heads, self.head_dim).transpose(1, 2)
+            k = k.view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = self.rotary(q, k, cos, sin)
             out = attend(index, q, k, v).transpose(1, 2).reshape(rows, tokens, self.heads * self.head_dim)
-            hidden = hidden + self._project(attention.o_proj, out, adapter_names)
+            hidden = hidden + o(out, adapters)[0]
             x = self.rms_norm(layer.post_attention_layernorm, hidden)
-            gate = self._project(mlp.gate_proj, x, adapter_names)
-            up = self._project(mlp.up_proj, x, adapter_names)
-            hidden = hidden + self._project(mlp.down_proj, mlp.act_fn(gate) * up, adapter_names)
+            gate, up = gate_up(x, adapters)
+            hidden = hidden + down(layer.mlp.act_fn(gate) * up, adapters)[0]
         return self.rms_norm(inner.norm, hidden)
 
     def _head(self, hidden, adapter_names):
-        return self._project(self.causal_lm.lm_head, hidden, adapter_names)
+        return project(self.causal_lm.lm_head, hidden, adapter_names)
 
     # ----------------------------------------------------------------------------- passes
     def prefill(self, cache: SlotCache, first_slot: int, prompts: list[list[int]], adapter_names):

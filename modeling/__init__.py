@@ -6,6 +6,7 @@
     int4.py        weight-only 4-bit layers in GGUF Q4_1's form (PyTorch's int4 CPU kernel)
     adapters.py    adapter folders: file names, checks against the base, attaching with peft
     multi_lora.py  every adapter of a layer packed side by side, one row per adapter in a batch
+    fused.py       sibling projections (Q, K, V; gate, up) stacked into one layer for decoding
 
 Training imports this package and never the serving package (chatbot).
 """

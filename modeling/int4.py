@@ -120,8 +120,10 @@ class Int4Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
         if x.device.type == "cpu" and flat.shape[0] <= KERNEL_ROWS:
+            # contiguous(): a member of a fused layer (modeling/fused.py) holds a strided view of
+            # the stacked scales, which the kernel would misread; a few KB copied per call.
             out = torch._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), self.weight, GROUP,
-                                                    self.scales_and_zeros).to(x.dtype)
+                                                    self.scales_and_zeros.contiguous()).to(x.dtype)
         else:
             out = nn.functional.linear(flat, self.dequantized(x.dtype))
         return out.reshape(*x.shape[:-1], self.out_features)

@@ -45,6 +45,7 @@ class PackedLora:
             layer.lora_A[name].weight.data = self.a[start:end]
             layer.lora_B[name].weight.data = self.b[:, start:end]
         self._masks: dict[tuple[str, ...], torch.Tensor | None] = {}
+        self.group: PackedLoraGroup | None = None  # set by packed_group when this layer leads one
 
     def clear_masks(self) -> None:
         """Forget the cached row masks (shared by layers of one layout): the next mix builds anew."""
@@ -81,6 +82,87 @@ class PackedLora:
         hidden = torch.bmm(x.to(self.a.dtype), self.a.t().expand(rows, -1, -1))  # (rows, tokens, n*r)
         hidden = hidden * mask
         return result + torch.bmm(hidden, self.b.t().expand(rows, -1, -1)).to(result.dtype)
+
+
+class PackedLoraGroup:
+    """The packs of sibling LoRA layers that read one input (Q, K and V; gate and up), for a
+    decode loop that runs their base layers as one (modeling/fused.py): their A's stacked, so all
+    of them cost one product, then each layer's B added into its columns of the fused output.
+    The packs' A's (and peft's weights) become views of the stacked one: no memory is added.
+
+    Rows meet in one matrix product here (not bmm per row as in PackedLora): the decode loop's
+    base layers already do, a row's numbers never depend on the other rows' values, and a batch
+    of a few rows costs one small product instead of one per row (measured on the AMX Xeon, one
+    576-wide layer, 8 rows: 12.9 us against 37.4)."""
+
+    def __init__(self, layers, packs: list[PackedLora], offsets: list[int]):
+        """`packs`: those of the group's LoRA layers, `layers`; `offsets`: where each one's
+        output starts in the fused output (a sibling without LoRA adds nothing to its columns)."""
+        self.a = torch.cat([p.a for p in packs]) if len(packs) > 1 else packs[0].a  # (k*n*r, in)
+        width = packs[0].a.shape[0]
+        if len(packs) > 1:
+            for index, (layer, pack) in enumerate(zip(layers, packs)):
+                pack.a = self.a[index * width : (index + 1) * width]
+                for name, (start, end) in pack.columns.items():
+                    layer.lora_A[name].weight.data = pack.a[start:end]
+        self.b_t = [p.b.t() for p in packs]  # (n*r, out) each
+        self.offsets = offsets
+        self.width = width
+        self.lead = packs[0]
+        self.members = tuple(id(p) for p in packs)
+        self._masks: dict[tuple[str, ...], torch.Tensor | None | bool] = {}
+
+    def mask(self, adapter_names: tuple[str, ...]) -> torch.Tensor | None | bool:
+        """(rows, 1, k*n*r): PackedLora.mask for every member side by side."""
+        if adapter_names in self._masks:
+            return self._masks[adapter_names]
+        mask = self.lead.mask(list(adapter_names))
+        if isinstance(mask, torch.Tensor) and len(self.b_t) > 1:
+            mask = mask.repeat(1, 1, len(self.b_t))
+        if len(self._masks) > 256:
+            self._masks.clear()
+        self._masks[adapter_names] = mask
+        return mask
+
+    def add_to(self, x: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> None:
+        """out (rows, tokens, sum of the members' outputs), contiguous, += every member's LoRA."""
+        rows, tokens = x.shape[0], x.shape[1]
+        hidden = torch.mm(x.reshape(rows * tokens, -1).to(self.a.dtype), self.a.t())
+        hidden = hidden.view(rows, tokens, -1).mul_(mask).view(rows * tokens, -1)
+        flat = out.view(rows * tokens, -1)
+        for index, (start, b_t) in enumerate(zip(self.offsets, self.b_t)):
+            columns = flat[:, start : start + b_t.shape[1]]
+            part = hidden[:, index * self.width : (index + 1) * self.width]
+            if out.dtype == b_t.dtype:
+                columns.addmm_(part, b_t)
+            else:
+                columns.add_(torch.mm(part, b_t).to(out.dtype))
+
+
+def packed_group(layers) -> PackedLoraGroup | None:
+    """The group of sibling layers `layers` (in the order their outputs are fused), or None when
+    none has LoRA, one with LoRA is not packed, or their packs differ in adapters, ranks,
+    scalings or dtype. Built once per packing: later calls with the same packs return it."""
+    offsets, start, lora_layers = [], 0, []
+    for layer in layers:
+        if hasattr(layer, "lora_A"):
+            lora_layers.append(layer)
+            offsets.append(start)
+        start += (layer.base_layer if hasattr(layer, "base_layer") else layer).out_features
+    packs = [getattr(layer, "_wayfarer_packed", None) for layer in lora_layers]
+    if not packs or not all(isinstance(p, PackedLora) for p in packs):
+        return None
+    lead = packs[0]
+    if any(p.columns != lead.columns or p.scaling != lead.scaling or p.a.dtype != lead.a.dtype for p in packs):
+        return None
+    if any(layer.merged or layer.disable_adapters for layer in lora_layers):
+        return None
+    key = tuple(id(p) for p in packs)
+    group = getattr(lead, "group", None)
+    if group is None or group.members != key:
+        group = PackedLoraGroup(lora_layers, packs, offsets)
+        lead.group = group
+    return group
 
 
 def _packable(layer, names: list[str]) -> bool:

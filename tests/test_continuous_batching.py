@@ -184,3 +184,52 @@ def test_the_decode_loops_fused_norm_and_rotary_give_the_models_own_logits(engin
             step = runner.decode(cache, first.argmax(-1), torch.tensor([len(ids)]), None)
             logits[name] = (first, step)
     assert all(torch.equal(a, b) for a, b in zip(logits["fused"], logits["modules"]))
+
+
+def test_fused_projections_share_the_layers_weights_and_compute_what_each_layer_computes(engine):
+    """chatbot/decode.py runs Q, K and V (and gate and up) as one fused layer (modeling/fused.py)
+    and their adapters as one packed group (modeling/multi_lora.py). On the embedded model every
+    decoder layer is fused, the layers' own weights are views of the fused ones (no memory
+    added), and a batch mixing two adapters and the bare base gives, prefill and decode step, the
+    logits of the same batch run layer by layer through peft, up to float rounding."""
+    import torch
+
+    from chatbot.decode import ModelRunner
+    from modeling.adapters import PEFT_BASE_NAME
+    from tests.engine_checks import LOGIT_TOLERANCE
+
+    ids = engine.build_prompt(SHORT)
+    adapters = ["qlora", PEFT_BASE_NAME, "raft"]
+
+    def logits(runner):
+        cache = runner.new_cache()
+        cache.fit(0, 3, len(ids) + 8)
+        cache.clear_slots(0, 3)
+        first = runner.prefill(cache, 0, [ids] * 3, adapters)
+        step = runner.decode(cache, first.argmax(-1), torch.tensor([len(ids)] * 3), adapters)
+        return first, step
+
+    with engine.model_lock, torch.inference_mode():
+        fused = ModelRunner(engine.model)
+        groups = [group for layer in fused.projections for group in layer]
+        assert all(g.fused is not None for g in groups), "a layer ran unfused"
+        # The test adapters put LoRA on q_proj and v_proj: Q, K and V are one group, k without LoRA.
+        assert all(layer[0].lora is not None for layer in fused.projections), "a layer's adapters ran unpacked"
+        for group in groups:
+            storage = group.fused.weight.untyped_storage().data_ptr()
+            bases = [getattr(m, "base_layer", m) for m in group.modules]
+            assert all(b.weight.untyped_storage().data_ptr() == storage for b in bases)
+            if group.lora is not None:
+                a = group.lora.a.untyped_storage().data_ptr()
+                assert all(m.lora_A[n].weight.untyped_storage().data_ptr() == a
+                           for m in group.modules if hasattr(m, "lora_A") for n in ("qlora", "raft"))
+        batched = logits(fused)
+        one_by_one = ModelRunner(engine.model)
+        for group in (g for layer in one_by_one.projections for g in layer):
+            group.fused = None  # each layer on its own, through peft's forward
+        reference = logits(one_by_one)
+    assert not torch.allclose(reference[0][0], reference[0][2]), "the adapters must change the logits for this to mean anything"
+    for mine, theirs in zip(batched, reference):
+        largest = (mine - theirs).abs().max().item()
+        assert largest < LOGIT_TOLERANCE, f"fused logits differ from the layers' own by up to {largest:.3g}"
+        assert torch.equal(mine.argmax(-1), theirs.argmax(-1))

@@ -92,6 +92,18 @@ def test_quantized_bases_are_small_and_predict_like_the_full_precision_model(set
     agreement = _next_token_agreement(full.model, small.model, ids)
     assert agreement >= {"nf4": 0.6, "int8": 0.9, "int4": 0.9}[quantization]  # int8 and int4 keep the GGUF's bits
 
+    # The decode loop fuses Q, K, V and gate, up into one layer each (modeling/fused.py), whose
+    # stacked weights the layers then view: int8 and int4 are fused, nf4 (bitsandbytes) is not,
+    # and transformers' own forward over the layers gives bit for bit the logits it gave before.
+    from chatbot.decode import ModelRunner
+
+    with torch.inference_mode():
+        before = small.model(input_ids=ids).logits
+        groups = [g for layer in ModelRunner(small.model).projections for g in layer]
+        after = small.model(input_ids=ids).logits
+    assert all((g.fused is None) == (quantization == "nf4") for g in groups)
+    assert torch.equal(before, after), "fusing changed what the layers compute"
+
 
 def test_packed_adapters_compute_exactly_what_peft_computes(engine):
     """modeling/multi_lora.py packs every adapter of a layer into two matmuls; the logits for a
